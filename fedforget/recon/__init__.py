@@ -1,0 +1,1 @@
+"""MRI core: fastMRI-format HDF5 I/O, synthetic phantoms, masks, VarNet presets, losses, metrics."""
