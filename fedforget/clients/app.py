@@ -1,0 +1,111 @@
+"""The ClientApp: what a site does when the server asks (Message API only).
+
+- ``query.site``: say which site this node is and how much data it holds (validating it).
+- ``train``: FedAvg local training from the received global model.
+- ``evaluate``: fastMRI metrics of the received model on the site's splits (+ membership audit).
+- ``train.unlearn``: one party's share of an unlearning step (a gradient or importances) on
+  the site's own data; only arrays of parameter shape go back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import wraps
+
+from flwr.app import Context, Message
+from flwr.clientapp import ClientApp
+
+from fedforget.clients.site import SiteRuntime, runtime_for
+from fedforget.configs.compose import load_from_run_config
+from fedforget.protocol import ARRAYS, ORIGINAL, SITE, arrays_from_state, config_of, error_reply, metrics_reply
+from fedforget.training import evaluate, membership_auc, train_steps
+from fedforget.unlearning import get_method
+from fedforget.unlearning.base import Phase, TermContext, frozen_copy, squared_gradient_mean, term_gradients
+
+app = ClientApp()
+
+Handler = Callable[[Message, SiteRuntime], Message]
+
+
+def _site_action(handler: Handler) -> Callable[[Message, Context], Message]:
+    """Resolve the site runtime and turn any failure into a readable error reply."""
+
+    @wraps(handler)
+    def run(message: Message, context: Context) -> Message:
+        site = str(context.node_config.get("site", f"partition-{context.node_config.get('partition-id', '?')}"))
+        try:
+            cfg = load_from_run_config(dict(context.run_config))
+            runtime = runtime_for(cfg, dict(context.node_config))
+            site = runtime.name
+            return handler(message, runtime)
+        except Exception as err:  # noqa: BLE001 - every failure must reach the server as a reason
+            return error_reply(message, site, err)
+
+    return run
+
+
+@app.query("site")
+@_site_action
+def describe_site(message: Message, runtime: SiteRuntime) -> Message:
+    train, test = runtime.split("train"), runtime.split("test")
+    volumes = {name: len({runtime.split(name).volume_of(i) for i in range(len(runtime.split(name)))})
+               for name in ("train", "test")}
+    metrics = {"train-slices": len(train), "test-slices": len(test),
+               "train-volumes": volumes["train"], "test-volumes": volumes["test"]}
+    info = {SITE: runtime.name, "device": str(runtime.device), "anatomy": runtime.cfg.sites[runtime.name].anatomy}
+    return metrics_reply(message, metrics, info=info)
+
+
+@app.train()
+@_site_action
+def train(message: Message, runtime: SiteRuntime) -> Message:
+    config = config_of(message.content)
+    model = runtime.load(message.content[ARRAYS])
+    loss = train_steps(model, runtime.train_source(), int(config["first-batch"]), int(config["local-steps"]),
+                       runtime.training, runtime.loss, runtime.device)
+    metrics = {"num-examples": len(runtime.split("train")), "loss": loss}
+    return metrics_reply(message, metrics, arrays_from_state(model.state_dict()))
+
+
+@app.evaluate()
+@_site_action
+def evaluate_model(message: Message, runtime: SiteRuntime) -> Message:
+    config = config_of(message.content)
+    model = runtime.load(message.content[ARRAYS])
+    results = {split: evaluate(model, runtime.split(split), runtime.loss, runtime.device,
+                               runtime.cfg.federation.batch_size)
+               for split in str(config["splits"]).split(",")}
+    metrics: dict[str, float] = {"num-examples": results["test"].slices}
+    for split, result in results.items():
+        metrics.update({f"{split}-psnr": result.metrics.psnr, f"{split}-ssim": result.metrics.ssim,
+                        f"{split}-nmse": result.metrics.nmse, f"{split}-loss": result.loss})
+    if "train" in results:
+        metrics["mia-auc"] = membership_auc(results["train"].slice_losses, results["test"].slice_losses)
+    return metrics_reply(message, metrics)
+
+
+@app.train("unlearn")
+@_site_action
+def unlearn_share(message: Message, runtime: SiteRuntime) -> Message:
+    config = config_of(message.content)
+    method = get_method(str(config["method"]), runtime.cfg.unlearning)
+    role = str(config["role"])
+    source = runtime.forget_source() if role == "forget" else runtime.retain_source()
+    model = runtime.load(message.content[ARRAYS])
+    ctx = TermContext(loss=runtime.loss, seed=runtime.cfg.seed)
+    if ORIGINAL in message.content.array_records:
+        original = frozen_copy(model)
+        original.load_state_dict(message.content[ORIGINAL].to_torch_state_dict())
+        ctx.original = original
+    method.prepare(role, ctx, model)
+    phase = Phase(str(config["phase"]), str(config["kind"]), int(config["steps"]), (role,))
+    if phase.kind == "importance":
+        batches = min(int(config["batches"]), source.batches_per_pass)
+        values = squared_gradient_mean(method, model, source, batches, ctx, runtime.device)
+        return metrics_reply(message, {"num-examples": batches * source.batch_size, "loss": 0.0},
+                             arrays_from_state(values))
+    index = int(config["index"])
+    batch = source.batch(index).to(runtime.device)
+    reply = term_gradients(method, role, phase, model, batch, index, ctx)
+    return metrics_reply(message, {"num-examples": reply.examples, "loss": reply.loss},
+                         arrays_from_state(reply.grads))

@@ -1,0 +1,156 @@
+"""Which site a node is, and its data and model kept alive between messages.
+
+A simulated node knows only its ``partition-id``: it is the N-th site of the
+experiment. A deployed node names its site and data folder in ``--node-config
+'site="knee-0" data-path="/data/knee"'``. Either way the node builds one
+:class:`SiteRuntime` per process and reuses it, so no model is rebuilt and no
+file is re-read per message.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from flwr.app import ArrayRecord
+from torch import nn
+
+from fedforget.configs.compose import fingerprint
+from fedforget.configs.schema import ExperimentConfig
+from fedforget.protocol import SiteError, state_from_arrays
+from fedforget.recon.losses import ReconLoss
+from fedforget.recon.masks import make_mask_func
+from fedforget.recon.models import VarNetShape, build_varnet
+from fedforget.sitedata import BatchSource, CachedSliceDataset, open_split, stream_seed, subset_indices
+from fedforget.training import LocalTraining, pick_device
+
+SPLITS = ("train", "test")
+
+
+@dataclass(frozen=True)
+class SiteIdentity:
+    """A node's site name and the folders of its splits."""
+
+    name: str
+    folders: dict[str, Path]
+
+
+def site_folders(cfg: ExperimentConfig, name: str, data_path: Path | None = None) -> dict[str, Path]:
+    """The train/test folders of a site: under its node's data path, or under ``data.root``."""
+    site = cfg.sites[name]
+    base = data_path if data_path is not None else Path(cfg.data.root)
+    default = {"train": f"{name}/train", "test": f"{name}/test"} if data_path is None else {
+        "train": "train", "test": "test"}
+    chosen = {"train": site.train_dir or default["train"], "test": site.test_dir or default["test"]}
+    return {split: (base / chosen[split]).expanduser().resolve() for split in SPLITS}
+
+
+def resolve_site(node_config: dict[str, Any], cfg: ExperimentConfig) -> SiteIdentity:
+    """Map a node to a site of the experiment.
+
+    Raises:
+        SiteError: the node names a site that is not in the experiment, or a
+            partition id beyond the number of sites.
+    """
+    if "site" in node_config:
+        name = str(node_config["site"])
+        if name not in cfg.sites:
+            raise SiteError(name, f"node config site={name!r} is not a site of experiment {cfg.name!r}: "
+                                  f"expected one of {cfg.site_names}")
+        data_path = node_config.get("data-path")
+        if not data_path:
+            raise SiteError(name, 'node config lacks data-path: start the SuperNode with '
+                                  '--node-config \'site="NAME" data-path="/abs/folder"\'')
+        return SiteIdentity(name, site_folders(cfg, name, Path(str(data_path))))
+    if "partition-id" in node_config:
+        index = int(node_config["partition-id"])
+        if not 0 <= index < len(cfg.site_names):
+            raise SiteError(f"partition-{index}", f"simulation has more nodes than the {len(cfg.site_names)} "
+                                                  f"sites of experiment {cfg.name!r}")
+        name = cfg.site_names[index]
+        return SiteIdentity(name, site_folders(cfg, name))
+    raise SiteError("unknown", "node config has neither 'site' (deployment) nor 'partition-id' (simulation)")
+
+
+class SiteRuntime:
+    """One site's model, loss and datasets inside one process."""
+
+    def __init__(self, cfg: ExperimentConfig, identity: SiteIdentity, simulated: bool) -> None:
+        self.cfg = cfg
+        self.identity = identity
+        self.device = pick_device(cfg.federation.device)
+        if simulated and self.device.type == "cpu":
+            # Each simulated node owns client_cpus cores; more threads only fight the other nodes.
+            torch.set_num_threads(max(1, int(cfg.federation.client_cpus)))
+        m = cfg.model
+        self.model = build_varnet(VarNetShape(m.num_cascades, m.chans, m.pools, m.sens_chans, m.sens_pools))
+        self.model.to(self.device)
+        self.loss = ReconLoss(cfg.federation.l1_weight)
+        self.mask_func = make_mask_func(cfg.data.mask_type, cfg.data.acceleration, cfg.data.center_fraction)
+        self.training = LocalTraining(cfg.federation.lr, cfg.federation.grad_clip, cfg.federation.bf16)
+        self._splits: dict[str, CachedSliceDataset] = {}
+
+    @property
+    def name(self) -> str:
+        return self.identity.name
+
+    @property
+    def is_forget_site(self) -> bool:
+        return self.name == self.cfg.unlearning.forget_site
+
+    def split(self, name: str) -> CachedSliceDataset:
+        """A split, validated and opened on first use (DataFileError names the bad file)."""
+        if name not in self._splits:
+            site = self.cfg.sites[self.name]
+            limit = site.train_volumes if name == "train" else site.test_volumes
+            limit = limit if self.cfg.data.kind == "fastmri" else 0
+            dataset = open_split(self.identity.folders[name], self.mask_func, self.cfg.data.cache_slices, limit)
+            if len(dataset) == 0:
+                raise SiteError(self.name, f"{self.identity.folders[name]} holds no slices")
+            self._splits[name] = dataset
+        return self._splits[name]
+
+    def load(self, arrays: ArrayRecord) -> nn.Module:
+        """The site's model holding the received weights."""
+        self.model.load_state_dict(state_from_arrays(arrays))
+        return self.model
+
+    def train_source(self) -> BatchSource:
+        seed = stream_seed(self.cfg.seed, self.name, "train")
+        return BatchSource(self.split("train"), self.cfg.federation.batch_size, seed)
+
+    def forget_source(self) -> BatchSource:
+        """The data this site unlearns: all its training slices."""
+        if not self.is_forget_site:
+            raise SiteError(self.name, f"asked for forget data, but the forget site is "
+                                       f"{self.cfg.unlearning.forget_site}")
+        return unlearning_source(self.cfg, self.name, self.split("train"), role="forget")
+
+    def retain_source(self) -> BatchSource:
+        """The retain fraction of this site's training slices (never available at the forget site)."""
+        if self.is_forget_site:
+            raise SiteError(self.name, "asked for retain data, but this is the forget site")
+        return unlearning_source(self.cfg, self.name, self.split("train"), role="retain")
+
+
+def unlearning_source(cfg: ExperimentConfig, site: str, train: CachedSliceDataset, role: str) -> BatchSource:
+    """The batch stream a site (or a Flower-free run) uses for unlearning, reproducibly seeded."""
+    u = cfg.unlearning
+    seed = stream_seed(cfg.seed, site, role)
+    indices = None if role == "forget" else subset_indices(len(train), u.retain_fraction, seed)
+    return BatchSource(train, u.batch_size, seed, indices)
+
+
+_RUNTIMES: dict[tuple[str, str], SiteRuntime] = {}
+
+
+def runtime_for(cfg: ExperimentConfig, node_config: dict[str, Any]) -> SiteRuntime:
+    """This process's runtime for the node's site (built once, then reused)."""
+    identity = resolve_site(node_config, cfg)
+    key = (fingerprint({"cfg": repr(cfg), "folders": {k: str(v) for k, v in identity.folders.items()}}),
+           identity.name)
+    if key not in _RUNTIMES:
+        _RUNTIMES[key] = SiteRuntime(cfg, identity, simulated="partition-id" in node_config)
+    return _RUNTIMES[key]

@@ -1,0 +1,123 @@
+"""Compose experiments with Hydra's compose API (never ``@hydra.main``, which fights Flower)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from hydra import compose, initialize_config_module
+from hydra.core.config_store import ConfigStore
+from hydra.errors import HydraException
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from fedforget.configs.schema import ExperimentConfig
+
+CONFIG_MODULE = "fedforget.configs"
+PRIMARY_CONFIG = "config"
+SCHEMA_NAME = "experiment_schema"
+
+ConfigStore.instance().store(name=SCHEMA_NAME, node=ExperimentConfig)
+
+
+class ConfigError(ValueError):
+    """A config that does not compose or does not validate; the message says which key and why."""
+
+
+def split_overrides(text: str) -> list[str]:
+    """Split the run-config ``overrides`` string (space separated, brackets kept together)."""
+    parts, depth, current = [], 0, []
+    for char in text.strip():
+        depth += char in "[{("
+        depth -= char in "]})"
+        if char.isspace() and depth == 0:
+            if current:
+                parts.append("".join(current))
+                current = []
+            continue
+        current.append(char)
+    if current:
+        parts.append("".join(current))
+    return parts
+
+
+def compose_config(experiment: str, overrides: Sequence[str] = ()) -> DictConfig:
+    """Compose ``experiment=<name>`` plus overrides into a resolved, typed DictConfig.
+
+    Raises:
+        ConfigError: unknown experiment or group option, unknown key, or a type mismatch,
+            with Hydra's own message.
+    """
+    all_overrides = [f"experiment={experiment}", *overrides]
+    try:
+        with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
+            cfg = compose(config_name=PRIMARY_CONFIG, overrides=all_overrides)
+    except (HydraException, OmegaConfBaseException) as err:
+        raise ConfigError(f"cannot compose experiment {experiment!r} with {list(overrides)}: {err}") from err
+    return cfg
+
+
+def to_experiment(cfg: DictConfig) -> ExperimentConfig:
+    """Turn a composed config into validated dataclasses (runs every ``__post_init__`` check)."""
+    try:
+        experiment = OmegaConf.to_object(cfg)
+    except (ValueError, OmegaConfBaseException) as err:
+        raise ConfigError(str(getattr(err, "msg", err))) from err
+    assert isinstance(experiment, ExperimentConfig)
+    _check_methods(experiment)
+    return experiment
+
+
+def load_experiment(experiment: str, overrides: Sequence[str] = ()) -> ExperimentConfig:
+    """Compose and validate an experiment: every error surfaces here, before any work starts."""
+    return to_experiment(compose_config(experiment, overrides))
+
+
+def _check_methods(experiment: ExperimentConfig) -> None:
+    from fedforget.unlearning import REGISTRY  # torch import deferred until a config is real
+
+    methods = experiment.unlearning.methods
+    if methods == ["all"]:
+        experiment.unlearning.methods = list(REGISTRY)
+        return
+    unknown = [name for name in methods if name not in REGISTRY]
+    if unknown:
+        raise ConfigError(
+            f"config value unlearning.methods has unknown method(s) {unknown}: "
+            f"expected names from {sorted(REGISTRY)} or [all]"
+        )
+    if len(set(methods)) != len(methods):
+        raise ConfigError(f"config value unlearning.methods={methods} lists a method twice")
+
+
+def to_plain(experiment: ExperimentConfig) -> dict[str, Any]:
+    """The experiment as plain containers (for YAML / JSON output)."""
+    return OmegaConf.to_container(OmegaConf.structured(experiment), resolve=True)  # type: ignore[return-value]
+
+
+def fingerprint(payload: Any) -> str:
+    """A short stable hash of JSON-able content (used to cache trained models)."""
+    text = json.dumps(payload, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+RUN_CONFIG_KEYS = ("experiment", "overrides", "output-dir")
+_FROM_RUN_CONFIG: dict[tuple[str, str], ExperimentConfig] = {}
+
+
+def load_from_run_config(run_config: dict[str, Any]) -> ExperimentConfig:
+    """The experiment named by a Flower run config (``experiment`` + ``overrides``), cached per process.
+
+    Server and sites compose the same experiment from the same run config, so no
+    config needs to travel in messages.
+    """
+    missing = [key for key in ("experiment", "overrides") if key not in run_config]
+    if missing:
+        raise ConfigError(f"Flower run config lacks {missing}: expected keys {list(RUN_CONFIG_KEYS)} "
+                          "(see [tool.flwr.app.config] in pyproject.toml)")
+    key = (str(run_config["experiment"]), str(run_config["overrides"]))
+    if key not in _FROM_RUN_CONFIG:
+        _FROM_RUN_CONFIG[key] = load_experiment(key[0], split_overrides(key[1]))
+    return _FROM_RUN_CONFIG[key]

@@ -1,0 +1,302 @@
+"""Structured config schema: one dataclass per Hydra group, validated on instantiation.
+
+Hydra checks keys and types when YAML is merged into these dataclasses; the
+``__post_init__`` hooks check values (ranges, names) when the composed config is
+turned into objects by :func:`fedforget.configs.compose.load_experiment`, so a bad
+value fails before any data is read or any process is started.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, List
+
+ANATOMIES = ("brain", "knee")
+DATA_KINDS = ("synthetic", "fastmri")
+MASK_TYPES = ("equispaced_fraction", "equispaced", "random")
+RETAIN_ACCESS = ("sites", "server")
+POISON_TYPES = ("none", "lesion", "ghosting", "noise")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def _require(condition: bool, key: str, value: object, expected: str) -> None:
+    if not condition:
+        raise ValueError(f"config value {key}={value!r} is invalid: expected {expected}")
+
+
+@dataclass
+class DataConfig:
+    """Where site data lives and how k-space is undersampled.
+
+    ``kind=synthetic``: fedforget writes phantom volumes to ``root/<site>/{train,test}``
+    (cached by a fingerprint of the site spec). ``kind=fastmri``: ``root`` holds real
+    fastMRI / M4Raw multicoil folders named by each site's ``train_dir`` / ``test_dir``.
+    """
+
+    kind: str = "synthetic"
+    root: str = "data/synthetic"
+    size: int = 64
+    coils: int = 4
+    slices_per_volume: int = 8
+    noise_std: float = 0.002
+    mask_type: str = "equispaced_fraction"
+    acceleration: int = 8
+    center_fraction: float = 0.04
+    cache_slices: bool = True
+
+    def __post_init__(self) -> None:
+        _require(self.kind in DATA_KINDS, "data.kind", self.kind, f"one of {DATA_KINDS}")
+        _require(bool(self.root), "data.root", self.root, "a folder path")
+        _require(self.size >= 16, "data.size", self.size, "an image size >= 16")
+        _require(self.coils >= 1, "data.coils", self.coils, "a coil count >= 1")
+        _require(self.slices_per_volume >= 1, "data.slices_per_volume", self.slices_per_volume, ">= 1")
+        _require(self.noise_std >= 0, "data.noise_std", self.noise_std, ">= 0")
+        _require(self.mask_type in MASK_TYPES, "data.mask_type", self.mask_type, f"one of {MASK_TYPES}")
+        _require(self.acceleration >= 1, "data.acceleration", self.acceleration, ">= 1")
+        _require(0 < self.center_fraction < 1, "data.center_fraction", self.center_fraction, "in (0, 1)")
+
+
+@dataclass
+class PoisonConfig:
+    """Corruption of a site's training targets (the corrective-unlearning setting)."""
+
+    type: str = "none"
+    fraction: float = 0.5
+    known_fraction: float = 0.5
+    strength: float = 1.0
+
+    def __post_init__(self) -> None:
+        _require(self.type in POISON_TYPES, "poison.type", self.type, f"one of {POISON_TYPES}")
+        _require(0 < self.fraction <= 1, "poison.fraction", self.fraction, "in (0, 1]")
+        _require(0 < self.known_fraction <= 1, "poison.known_fraction", self.known_fraction, "in (0, 1]")
+        _require(self.strength > 0, "poison.strength", self.strength, "> 0")
+
+
+@dataclass
+class SiteConfig:
+    """One hospital. Synthetic sites are generated from ``seed``; real ones read folders."""
+
+    anatomy: str = "brain"
+    train_volumes: int = 8
+    test_volumes: int = 2
+    train_dir: str = ""
+    test_dir: str = ""
+    seed: int = 0
+    poison: PoisonConfig = field(default_factory=PoisonConfig)
+
+    def __post_init__(self) -> None:
+        _require(self.anatomy in ANATOMIES, "site.anatomy", self.anatomy, f"one of {ANATOMIES}")
+        _require(self.train_volumes >= 0, "site.train_volumes", self.train_volumes, ">= 0 (0 = all)")
+        _require(self.test_volumes >= 0, "site.test_volumes", self.test_volumes, ">= 0 (0 = all)")
+
+    @property
+    def poisoned(self) -> bool:
+        return self.poison.type != "none"
+
+
+@dataclass
+class ModelConfig:
+    """E2E-VarNet shape (fastMRI's ``VarNet``); presets live in ``configs/model``."""
+
+    preset: str = "tiny"
+    num_cascades: int = 4
+    chans: int = 8
+    pools: int = 2
+    sens_chans: int = 4
+    sens_pools: int = 2
+
+    def __post_init__(self) -> None:
+        for key in ("num_cascades", "chans", "pools", "sens_chans", "sens_pools"):
+            value = getattr(self, key)
+            _require(value >= 1, f"model.{key}", value, ">= 1")
+
+
+@dataclass
+class FederationConfig:
+    """FedAvg training: rounds of local Adam steps on every participating site."""
+
+    rounds: int = 20
+    local_steps: int = 10
+    batch_size: int = 4
+    lr: float = 1e-3
+    l1_weight: float = 0.0
+    grad_clip: float = 0.0
+    eval_every: int = 1
+    timeout_s: float = 900.0
+    device: str = "auto"
+    bf16: bool = False
+    client_cpus: float = 1.0
+    client_gpus: float = 0.0
+    checkpoint_every: int = 1
+
+    def __post_init__(self) -> None:
+        for key in ("rounds", "local_steps", "batch_size", "eval_every", "checkpoint_every"):
+            value = getattr(self, key)
+            _require(value >= 1, f"federation.{key}", value, ">= 1")
+        _require(self.lr > 0, "federation.lr", self.lr, "> 0")
+        _require(self.l1_weight >= 0, "federation.l1_weight", self.l1_weight, ">= 0")
+        _require(self.grad_clip >= 0, "federation.grad_clip", self.grad_clip, ">= 0 (0 = off)")
+        _require(self.timeout_s > 0, "federation.timeout_s", self.timeout_s, "> 0")
+        _require(self.device in DEVICES, "federation.device", self.device, f"one of {DEVICES}")
+        _require(self.client_cpus > 0, "federation.client_cpus", self.client_cpus, "> 0")
+        _require(self.client_gpus >= 0, "federation.client_gpus", self.client_gpus, ">= 0")
+
+    @property
+    def training_steps(self) -> int:
+        """Optimizer steps along the model's trajectory (rounds x local steps)."""
+        return self.rounds * self.local_steps
+
+
+@dataclass
+class GAL1Config:
+    """GA-l1: ``-J(forget) + gamma * mean|theta|`` (the L1 term is normalised by parameter count)."""
+
+    gamma: float = 1.0
+
+    def __post_init__(self) -> None:
+        _require(self.gamma >= 0, "unlearning.ga_l1.gamma", self.gamma, ">= 0")
+
+
+@dataclass
+class NLConfig:
+    """Noisy labels: forget targets + ``lam * N(0, I)``, relative to each slice's max if ``relative``."""
+
+    lam: float = 0.5
+    relative: bool = True
+
+    def __post_init__(self) -> None:
+        _require(self.lam >= 0, "unlearning.nl.lam", self.lam, ">= 0")
+
+
+@dataclass
+class SSDConfig:
+    """Selective Synaptic Dampening: select ``I_f > alpha * I_r``, scale by ``min(lam * I_r / I_f, 1)``."""
+
+    alpha: float = 10.0
+    lam: float = 1.0
+
+    def __post_init__(self) -> None:
+        _require(self.alpha > 0, "unlearning.ssd.alpha", self.alpha, "> 0")
+        _require(self.lam > 0, "unlearning.ssd.lam", self.lam, "> 0")
+
+
+@dataclass
+class PGAConfig:
+    """Projected gradient ascent inside an L2 ball around the retain-site reference model."""
+
+    radius_fraction: float = 0.33
+    ascent_share: float = 0.5
+
+    def __post_init__(self) -> None:
+        _require(self.radius_fraction > 0, "unlearning.pga.radius_fraction", self.radius_fraction, "> 0")
+        _require(0 < self.ascent_share < 1, "unlearning.pga.ascent_share", self.ascent_share, "in (0, 1)")
+
+
+@dataclass
+class GradSurgeryConfig:
+    """Forget-gradient ascent projected orthogonal to the retain gradient, then retain fine-tuning."""
+
+    ascent_share: float = 0.5
+
+    def __post_init__(self) -> None:
+        _require(0 < self.ascent_share < 1, "unlearning.grad_surgery.ascent_share", self.ascent_share, "in (0, 1)")
+
+
+@dataclass
+class BadTeacherConfig:
+    """Regression bad teacher: match a random teacher on forget data, the original on retain data."""
+
+    forget_weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        _require(self.forget_weight >= 0, "unlearning.bad_teacher.forget_weight", self.forget_weight, ">= 0")
+
+
+@dataclass
+class UnlearningConfig:
+    """Which site is removed, which methods run, and what they may use."""
+
+    forget_site: str = "knee-0"
+    methods: List[str] = field(default_factory=lambda: ["ft", "nl_ft"])
+    retain_fraction: float = 0.1
+    retain_access: str = "sites"
+    budget_fraction: float = 0.1
+    steps: int = 0
+    lr: float = 1e-3
+    batch_size: int = 4
+    eval_every: int = 5
+    from_checkpoint: str = ""
+    server_retain_root: str = ""
+    ga_l1: GAL1Config = field(default_factory=GAL1Config)
+    nl: NLConfig = field(default_factory=NLConfig)
+    ssd: SSDConfig = field(default_factory=SSDConfig)
+    lfssd: SSDConfig = field(default_factory=SSDConfig)
+    pga: PGAConfig = field(default_factory=PGAConfig)
+    grad_surgery: GradSurgeryConfig = field(default_factory=GradSurgeryConfig)
+    bad_teacher: BadTeacherConfig = field(default_factory=BadTeacherConfig)
+
+    def __post_init__(self) -> None:
+        _require(0 < self.retain_fraction <= 1, "unlearning.retain_fraction", self.retain_fraction, "in (0, 1]")
+        _require(self.retain_access in RETAIN_ACCESS, "unlearning.retain_access", self.retain_access,
+                 f"one of {RETAIN_ACCESS}")
+        _require(0 < self.budget_fraction <= 1, "unlearning.budget_fraction", self.budget_fraction, "in (0, 1]")
+        _require(self.steps >= 0, "unlearning.steps", self.steps, ">= 0 (0 = budget_fraction x training steps)")
+        _require(self.lr > 0, "unlearning.lr", self.lr, "> 0")
+        _require(self.batch_size >= 1, "unlearning.batch_size", self.batch_size, ">= 1")
+        _require(self.eval_every >= 1, "unlearning.eval_every", self.eval_every, ">= 1")
+
+    def budget_steps(self, training_steps: int) -> int:
+        """Optimizer-step budget shared by every method (explicit ``steps`` or a fraction of training)."""
+        budget = self.steps or int(round(self.budget_fraction * training_steps))
+        if budget < 1:
+            raise ValueError(
+                f"config value unlearning.budget_fraction={self.budget_fraction} gives a budget of 0 steps "
+                f"for {training_steps} training steps: expected a budget of at least 1 step"
+            )
+        return budget
+
+
+@dataclass
+class ReportConfig:
+    """What the report renders."""
+
+    figures: bool = True
+    display_slices: int = 1
+
+
+@dataclass
+class ExperimentConfig:
+    """The whole experiment: composed from the groups, then validated as one."""
+
+    name: str = "default"
+    seed: int = 0
+    cache_dir: str = ""
+    data: DataConfig = field(default_factory=DataConfig)
+    sites: Dict[str, SiteConfig] = field(default_factory=dict)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    federation: FederationConfig = field(default_factory=FederationConfig)
+    unlearning: UnlearningConfig = field(default_factory=UnlearningConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
+
+    def __post_init__(self) -> None:
+        if not self.sites:
+            raise ValueError("config has no sites: expected at least two entries under 'sites'")
+        forget = self.unlearning.forget_site
+        if forget not in self.sites:
+            raise ValueError(
+                f"config value unlearning.forget_site={forget!r} is not a site of this experiment: "
+                f"expected one of {sorted(self.sites)}"
+            )
+        if len(self.retain_sites) < 1:
+            raise ValueError("config needs at least one retain site besides the forget site")
+        for name in self.sites:
+            _require(bool(name) and "/" not in name and not name.startswith("."), "sites", name,
+                     "site names usable as folder names")
+
+    @property
+    def site_names(self) -> list[str]:
+        return list(self.sites)
+
+    @property
+    def retain_sites(self) -> list[str]:
+        return [name for name in self.sites if name != self.unlearning.forget_site]

@@ -1,0 +1,179 @@
+"""Driving Flower's own processes: a SuperLink we own (by PID), ``flwr run``, and the run's real status.
+
+``flwr run`` exits 0 even when the run failed, and its managed local SuperLink
+outlives it with the environment of whoever started it first. fedforget therefore
+starts its own SuperLink on a free port with a private ``FLWR_HOME``, stops it by
+PID, and reads the run's status from ``flwr ls``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+import tomli_w
+
+FLOWER_ENV = {
+    "FLWR_TELEMETRY_ENABLED": "0",
+    "FLWR_DISABLE_UPDATE_CHECK": "1",
+    # The SuperLink would otherwise `uv sync` the app's dependencies, which fails offline.
+    "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+    "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "0",
+    "PYTHONUNBUFFERED": "1",
+}
+
+
+def flower_bin(name: str) -> str:
+    """A Flower executable from this interpreter's environment (never a stray one on PATH)."""
+    candidate = Path(sys.executable).parent / name
+    return str(candidate) if candidate.exists() else name
+
+
+def flower_env(flwr_home: Path) -> dict[str, str]:
+    env = {**os.environ, **FLOWER_ENV, "FLWR_HOME": str(flwr_home)}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(host: str, port: int, timeout: float, process: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"process {process.args[0]} exited with code {process.returncode} before "
+                               f"listening on {host}:{port}")
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.settimeout(0.5)
+            if sock.connect_ex((host, port)) == 0:
+                return
+        time.sleep(0.2)
+    raise TimeoutError(f"nothing listens on {host}:{port} after {timeout:.0f} s")
+
+
+def stop_process(process: subprocess.Popen, grace: float = 10.0) -> None:
+    """Stop a process we started (and its process group) by PID: SIGTERM, then SIGKILL."""
+    if process.poll() is not None:
+        return
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        process.wait(grace)
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        process.wait(grace)
+
+
+def write_connection(flwr_home: Path, name: str, address: str, root_certificates: Path | None = None) -> None:
+    """Write a SuperLink connection into ``$FLWR_HOME/config.toml`` (never into pyproject.toml)."""
+    flwr_home.mkdir(parents=True, exist_ok=True)
+    path = flwr_home / "config.toml"
+    config = {"superlink": {"default": name}}
+    if path.is_file():
+        import tomli
+
+        config = tomli.loads(path.read_text())
+        config.setdefault("superlink", {})["default"] = name
+    entry: dict[str, object] = {"address": address}
+    if root_certificates is None:
+        entry["insecure"] = True
+    else:
+        entry["root-certificates"] = str(root_certificates)
+    config["superlink"][name] = entry
+    path.write_text(tomli_w.dumps(config))
+
+
+@dataclass
+class SuperLink:
+    """A running ``flower-superlink`` process we own."""
+
+    process: subprocess.Popen
+    port: int
+    flwr_home: Path
+    log_path: Path
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+
+@contextmanager
+def simulation_superlink(flwr_home: Path, log_path: Path, connection: str = "fedforget-sim") -> Iterator[SuperLink]:
+    """A private simulation SuperLink for the duration of the block, stopped by PID afterwards."""
+    port = free_port()
+    env = flower_env(flwr_home)
+    command = [flower_bin("flower-superlink"), "--insecure", "--simulation", "--host", "127.0.0.1",
+               "--port", str(port), "--disable-runtime-dependency-installation"]
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    link = SuperLink(process, port, flwr_home, log_path)
+    try:
+        wait_for_port("127.0.0.1", port, 30.0, process)
+        write_connection(flwr_home, connection, link.address)
+        yield link
+    finally:
+        stop_process(process)
+
+
+def write_run_config(path: Path, experiment: str, overrides: Sequence[str], output_dir: Path) -> Path:
+    """The run config as a TOML file (robust against quotes and brackets in overrides)."""
+    payload = {"experiment": experiment, "overrides": " ".join(overrides), "output-dir": str(output_dir)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(tomli_w.dumps(payload))
+    return path
+
+
+def flwr_run(app_dir: Path, connection: str, run_config: Path, flwr_home: Path, stream_to: Sequence[IO[str]],
+             federation_config: str | None = None) -> tuple[int, str | None]:
+    """Submit the app with ``flwr run --stream``; returns (exit code, run id) — not the run's outcome."""
+    command = [flower_bin("flwr"), "run", str(app_dir), connection, "--stream", "--run-config", str(run_config)]
+    if federation_config:
+        command += ["--federation-config", federation_config]
+    process = subprocess.Popen(command, env=flower_env(flwr_home), stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, bufsize=1)
+    run_id = None
+    assert process.stdout is not None
+    for line in process.stdout:
+        if run_id is None and "Successfully started run" in line:
+            run_id = line.rsplit(" ", 1)[-1].strip()
+        for sink in stream_to:
+            sink.write(line)
+            sink.flush()
+    return process.wait(), run_id
+
+
+def run_status(connection: str, flwr_home: Path, run_id: str | None) -> dict[str, str]:
+    """Flower's record of a run: ``status`` (e.g. finished:completed / finished:failed) and details."""
+    command = [flower_bin("flwr"), "ls", connection, "--format", "json"]
+    if run_id:
+        command += ["--run-id", run_id]
+    done = subprocess.run(command, env=flower_env(flwr_home), capture_output=True, text=True, timeout=60)
+    try:
+        runs = json.loads(done.stdout).get("runs", [])
+    except ValueError:
+        return {"status": "unknown", "status-details": (done.stdout + done.stderr).strip()[-500:]}
+    if run_id:
+        runs = [r for r in runs if str(r.get("run-id")) == str(run_id)]
+    if not runs:
+        return {"status": "unknown", "status-details": "flwr ls lists no such run"}
+    return {k: str(runs[-1].get(k, "")) for k in ("run-id", "status", "status-details")}

@@ -1,0 +1,201 @@
+"""``fedforget run``: validate, prepare data, run the Flower simulation, and check its real outcome."""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import json
+import sys
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from fedforget.configs.compose import ConfigError, load_experiment, to_plain
+from fedforget.configs.schema import ExperimentConfig
+from fedforget.flower import flwr_run, run_status, simulation_superlink, write_run_config
+from fedforget.synthetic import prepare_synthetic_data
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+DEFAULT_EXPERIMENT = "demo"
+CONNECTION = "fedforget-sim"
+
+
+class RunFailed(RuntimeError):
+    """A run that did not complete; the message says why."""
+
+
+def project_dir() -> Path:
+    """The source checkout holding pyproject.toml with the Flower app (what ``flwr run`` packages)."""
+    root = PACKAGE_DIR.parent
+    pyproject = root / "pyproject.toml"
+    if not pyproject.is_file() or "[tool.flwr.app]" not in pyproject.read_text():
+        raise RunFailed(f"fedforget run needs a source checkout with pyproject.toml beside the package; "
+                        f"{root} has none (install with `pip install -e .` from the repository)")
+    return root
+
+
+@dataclass
+class RunRequest:
+    """One run: an experiment, its Hydra overrides, where it writes, how the simulation is sized."""
+
+    experiment: str
+    overrides: list[str]
+    output_dir: Path | None = None
+    federation_config: str | None = None
+    fresh: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def split_experiment(arguments: Sequence[str]) -> tuple[str, list[str]]:
+    """Pull ``experiment=NAME`` out of the Hydra overrides (default: demo)."""
+    experiment, rest = DEFAULT_EXPERIMENT, []
+    for argument in arguments:
+        if argument.startswith("experiment="):
+            experiment = argument.split("=", 1)[1]
+        else:
+            rest.append(argument)
+    return experiment, rest
+
+
+def expand_sweeps(overrides: Sequence[str]) -> list[list[str]]:
+    """Hydra multirun: the cartesian product of sweep overrides (``key=a,b,c``), in order."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(list(overrides))
+    choices = []
+    for override, text in zip(parsed, overrides):
+        if override.is_sweep_override():
+            key = override.get_key_element()
+            choices.append([f"{key}={_format(v)}" for v in override.sweep_iterator()])
+        else:
+            choices.append([text])
+    return [list(combo) for combo in itertools.product(*choices)]
+
+
+def _format(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(_format(v) for v in value) + "]"
+    return str(value)
+
+
+def absolute_overrides(overrides: Sequence[str], defaults: dict[str, Path]) -> list[str]:
+    """Make path overrides absolute (Flower never changes directory) and add project defaults."""
+    result, given = [], set()
+    for override in overrides:
+        key, _, value = override.partition("=")
+        if key.lstrip("+") in ("data.root", "cache_dir", "unlearning.from_checkpoint",
+                               "unlearning.server_retain_root") and value:
+            value = str(Path(value).expanduser().resolve())
+            override = f"{key}={value}"
+        given.add(key.lstrip("+"))
+        result.append(override)
+    for key, path in defaults.items():
+        if key not in given:
+            result.append(f"{key}={path}")
+    return result
+
+
+def _default_paths(experiment: str, overrides: Sequence[str]) -> dict[str, Path]:
+    root = project_dir()
+    defaults = {"cache_dir": root / "outputs" / ".cache"}
+    probe = load_experiment(experiment, overrides)
+    if probe.data.kind == "synthetic" and not Path(probe.data.root).is_absolute():
+        defaults["data.root"] = root / probe.data.root
+    return defaults
+
+
+def default_output_dir(experiment: str, plain_config: dict[str, Any], fresh: bool) -> Path:
+    """``outputs/<experiment>-<timestamp>``, or the unfinished run of the same config (to resume it)."""
+    outputs = project_dir() / "outputs"
+    if not fresh:
+        for candidate in sorted(outputs.glob(f"{experiment}-*"), reverse=True):
+            if _is_resumable(candidate, plain_config):
+                return candidate
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return outputs / f"{experiment}-{stamp}"
+
+
+def _is_resumable(folder: Path, plain_config: dict[str, Any]) -> bool:
+    status, config = folder / "status.json", folder / "config.yaml"
+    if not (status.is_file() and config.is_file()) or (folder / "results.json").is_file():
+        return False
+    try:
+        return yaml.safe_load(config.read_text()) == plain_config and \
+            json.loads(status.read_text()).get("status") in ("running", "failed")
+    except (ValueError, OSError, yaml.YAMLError):
+        return False
+
+
+def prepare(request: RunRequest) -> tuple[ExperimentConfig, list[str], Path]:
+    """Validate the config (before anything starts), write synthetic data, pick the run folder."""
+    overrides = absolute_overrides(request.overrides, _default_paths(request.experiment, request.overrides))
+    cfg = load_experiment(request.experiment, overrides)
+    if cfg.data.kind == "synthetic":
+        prepare_synthetic_data(cfg, log=print)
+    plain = to_plain(cfg)
+    output = (request.output_dir.expanduser().resolve() if request.output_dir
+              else default_output_dir(request.experiment, plain, request.fresh))
+    return cfg, overrides, output
+
+
+def federation_config(cfg: ExperimentConfig, given: str | None) -> str:
+    """Simulation size: one SuperNode per site, with the configured client resources."""
+    if given:
+        return given
+    fed = cfg.federation
+    return (f"num-supernodes={len(cfg.sites)} client-resources-num-cpus={fed.client_cpus:g} "
+            f"client-resources-num-gpus={fed.client_gpus:g}")
+
+
+def execute(request: RunRequest) -> Path:
+    """Run one experiment through a real Flower simulation; raise RunFailed unless it completed."""
+    cfg, overrides, output = prepare(request)
+    output.mkdir(parents=True, exist_ok=True)
+    print(f"fedforget: experiment {cfg.name!r}, {len(cfg.sites)} sites, run folder {output}", flush=True)
+    run_config = write_run_config(output / "run-config.toml", request.experiment, overrides, output)
+    with tempfile.TemporaryDirectory(prefix="fedforget-flwr-") as home, \
+            open(output / "flwr.log", "a") as log, \
+            simulation_superlink(Path(home), output / "superlink.log", CONNECTION):
+        code, run_id = flwr_run(project_dir(), CONNECTION, run_config, Path(home), [sys.stdout, log],
+                                federation_config(cfg, request.federation_config))
+        flower = run_status(CONNECTION, Path(home), run_id)
+    check_outcome(output, code, flower)
+    return output
+
+
+def check_outcome(output: Path, code: int, flower: dict[str, str]) -> None:
+    """A run succeeded only if Flower says completed *and* the run folder says completed."""
+    status_path = output / "status.json"
+    status = json.loads(status_path.read_text()) if status_path.is_file() else {}
+    reason = status.get("reason") or flower.get("status-details") or f"flwr run exited with code {code}"
+    if code != 0 and not status:
+        raise RunFailed(f"flwr run exited with code {code} before the run started (see {output / 'flwr.log'})")
+    if flower.get("status") != "finished:completed":
+        raise RunFailed(f"Flower reports the run as {flower.get('status')!r}: {reason}")
+    if status.get("status") != "completed" or not (output / "results.json").is_file():
+        raise RunFailed(f"the run folder {output} is not complete (status {status.get('status')!r}): {reason}")
+
+
+def run_all(request: RunRequest, multirun: bool) -> list[Path]:
+    """One run, or a Hydra-style multirun (one run per combination of sweep values)."""
+    if not multirun:
+        return [execute(request)]
+    jobs = expand_sweeps(request.overrides)
+    base = request.output_dir or (project_dir() / "outputs" /
+                                  f"{request.experiment}-multirun-{dt.datetime.now():%Y%m%d-%H%M%S}")
+    folders = []
+    for number, job in enumerate(jobs):
+        print(f"fedforget: multirun job {number}: {' '.join(job)}", flush=True)
+        folders.append(execute(RunRequest(request.experiment, job, Path(base) / str(number),
+                                          request.federation_config, request.fresh)))
+    Path(base).mkdir(parents=True, exist_ok=True)
+    (Path(base) / "multirun.json").write_text(json.dumps(
+        [{"job": i, "overrides": job, "run": str(f)} for i, (job, f) in enumerate(zip(jobs, folders))], indent=2))
+    return folders
+
+
+__all__ = ["ConfigError", "RunFailed", "RunRequest", "run_all", "split_experiment"]

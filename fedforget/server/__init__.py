@@ -1,0 +1,1 @@
+"""ServerApp: phases (train -> oracle -> unlearn -> evaluate), checkpoints, TensorBoard, report."""

@@ -1,0 +1,122 @@
+"""The ServerApp: compose the experiment, learn the sites, run every phase, write the run folder.
+
+``results.json`` is written last and atomically, after ``report.md`` and
+``audit.json``; ``status.json`` says ``completed`` only then. A failure anywhere
+marks the run ``failed`` with its reason and re-raises, so Flower records the run
+as failed too (``fedforget run`` checks both).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from flwr.app import Context
+from flwr.serverapp import Grid, ServerApp
+
+from fedforget.configs.compose import load_from_run_config, to_plain
+from fedforget.configs.schema import ExperimentConfig
+from fedforget.protocol import SiteError
+from fedforget.server.checkpoints import atomic_write_json
+from fedforget.server.directory import discover_sites
+from fedforget.server.link import Ledger, SiteLink
+from fedforget.server.phases import (ORACLE, ORIGINAL, Session, fill_record, final_scores, obtain_trained,
+                                     run_method, trained_record)
+from fedforget.server.report import write_report
+from fedforget.server.results import ModelRecord, build_audit, build_results
+from fedforget.server.retain_pool import server_retain_source, server_retain_worker
+from fedforget.server.run_folder import RunFolder, utc_now
+from fedforget.server.tensorboard import Boards
+from fedforget.strategies.fedavg import TrainedModel
+
+app = ServerApp()
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    run_config = dict(context.run_config)
+    run = RunFolder(_output_dir(run_config))
+    try:
+        cfg = load_from_run_config(run_config)
+        run.events = run.previous_events()
+        run.set_status("running")
+        run.write_config(to_plain(cfg))
+        execute(grid, cfg, run, Path(cfg.cache_dir) if cfg.cache_dir else None)
+    except BaseException as err:
+        run.fail(err)
+        raise
+
+
+def _output_dir(run_config: dict[str, Any]) -> Path:
+    raw = str(run_config.get("output-dir", "")).strip()
+    if not raw:
+        raise ValueError("run config output-dir is empty: run through `fedforget run`, or pass "
+                         "--run-config 'output-dir=\"/absolute/path\"' to flwr run")
+    return Path(raw).expanduser()
+
+
+def execute(grid: Grid, cfg: ExperimentConfig, run: RunFolder, cache_dir: Path | None) -> None:
+    """All phases of one run, in order."""
+    timeout = cfg.federation.timeout_s
+    sites = discover_sites(grid, cfg, timeout)
+    ledger = Ledger()
+    boards = Boards(run.tensorboard, list(sites))
+    session = Session(cfg, run, SiteLink(grid, {n: i.node_id for n, i in sites.items()}, ledger, timeout),
+                      sites, boards, cache_dir)
+    try:
+        original, models, states = _trained_models(session)
+        server_retain = _server_retain(session, original.state)
+        for name in cfg.unlearning.methods:
+            try:
+                record, state = run_method(session, name, original, server_retain)
+            except SiteError as err:
+                run.event("method_stopped", method=name, site=err.site, reason=err.reason)
+                continue
+            models[name] = record
+            states[name] = state
+        for name, record in models.items():
+            fill_record(record, final_scores(session, name, states[name]), session.forget_site)
+        _write_outputs(session, models)
+    finally:
+        boards.close()
+
+
+def _trained_models(session: Session) -> tuple[TrainedModel, dict[str, ModelRecord], dict[str, Any]]:
+    """The original and the oracle (trained, cached or loaded), as records and weights."""
+    models, states = {}, {}
+    original = obtain_trained(session, ORIGINAL)
+    oracle = obtain_trained(session, ORACLE)
+    for name, trained in ((ORIGINAL, original), (ORACLE, oracle)):
+        models[name], states[name] = trained_record(session, trained), trained.state
+    return original, models, states
+
+
+def _server_retain(session: Session, original_state: dict) -> Any:
+    if session.cfg.unlearning.retain_access != "server":
+        return None
+    source = server_retain_source(session.cfg)
+    return server_retain_worker(session.cfg, source, original_state, session.new_model())
+
+
+def _write_outputs(session: Session, models: dict[str, ModelRecord]) -> None:
+    cfg, run = session.cfg, session.run
+    finished = utc_now()
+    extra = {"ledger_summary": _ledger_summary(session.link.ledger), "events": run.events,
+             "budget_steps": cfg.unlearning.budget_steps(cfg.federation.training_steps),
+             "training_steps": cfg.federation.training_steps}
+    results = build_results(cfg, session.sites, models, extra)
+    atomic_write_json(run.root / "audit.json", build_audit(cfg, models, run.started, finished, run.events))
+    atomic_write_json(run.root / "ledger.json", session.link.ledger.to_json())
+    write_report(run.root, cfg, results)
+    atomic_write_json(run.root / "results.json", results)
+    run.set_status("completed", finished=finished)
+
+
+def _ledger_summary(ledger: Ledger) -> dict[str, Any]:
+    phases: dict[str, dict[str, int]] = {}
+    for entry in ledger.entries:
+        row = phases.setdefault(entry.phase, {"messages": 0, "bytes": 0, "failed": 0})
+        row["messages"] += 1
+        row["bytes"] += entry.bytes_down + entry.bytes_up
+        row["failed"] += entry.status != "ok"
+    return phases

@@ -1,0 +1,126 @@
+"""The server's line to the sites: exchanges by site name, failures as reasons, a ledger of traffic."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from flwr.app import Message, RecordDict
+from flwr.serverapp import Grid
+
+from fedforget.protocol import SiteError, array_shapes, content_bytes, reply_error
+
+
+@dataclass
+class LedgerEntry:
+    """One message to a site and its answer."""
+
+    phase: str
+    step: int
+    site: str
+    message_type: str
+    bytes_down: int
+    bytes_up: int
+    shapes_up: list[tuple[int, ...]]
+    status: str
+    reason: str = ""
+
+
+@dataclass
+class Ledger:
+    """Every exchange of the run: who was asked what, what came back, how many bytes."""
+
+    entries: list[LedgerEntry] = field(default_factory=list)
+
+    def bytes_in(self, phase: str) -> int:
+        """Bytes both ways of every message of ``phase`` (a phase name or a ``prefix/``)."""
+        return sum(e.bytes_down + e.bytes_up for e in self.entries
+                   if e.phase == phase or (phase.endswith("/") and e.phase.startswith(phase)))
+
+    def trained_on(self, phase: str) -> list[str]:
+        """Sites that received training work in ``phase``."""
+        return sorted({e.site for e in self.entries
+                       if e.phase == phase and e.message_type.startswith("train") and e.status == "ok"})
+
+    def to_json(self) -> list[dict[str, Any]]:
+        return [asdict(e) for e in self.entries]
+
+    @classmethod
+    def from_json(cls, rows: list[dict[str, Any]]) -> Ledger:
+        return cls([LedgerEntry(**{**row, "shapes_up": [tuple(s) for s in row["shapes_up"]]}) for row in rows])
+
+
+@dataclass
+class Exchange:
+    """The answers of one round of messages: contents by site, and failures by site."""
+
+    replies: dict[str, RecordDict]
+    failures: dict[str, str]
+    messages: dict[str, Message]
+
+    def require_all(self) -> dict[str, RecordDict]:
+        """The replies, or a SiteError naming the first site that failed."""
+        if self.failures:
+            site, reason = next(iter(self.failures.items()))
+            raise SiteError(site, reason)
+        return self.replies
+
+
+class SiteLink:
+    """Sends messages to sites by name over a Flower Grid and records them in a ledger."""
+
+    def __init__(self, grid: Grid, nodes: Mapping[str, int], ledger: Ledger, timeout: float) -> None:
+        self.grid = grid
+        self.nodes = dict(nodes)
+        self.sites = {node: site for site, node in self.nodes.items()}
+        self.ledger = ledger
+        self.timeout = timeout
+
+    def send(self, message_type: str, contents: Mapping[str, RecordDict], phase: str, step: int) -> Exchange:
+        """Send ``contents[site]`` to each site as ``message_type`` and wait for the answers."""
+        messages = [Message(content, message_type=message_type, dst_node_id=self.nodes[site])
+                    for site, content in contents.items()]
+        return self.send_messages(messages, phase, step)
+
+    def send_messages(self, messages: list[Message], phase: str, step: int) -> Exchange:
+        """Send prepared messages (e.g. from a Flower strategy) and sort the answers by site."""
+        sent = {self.sites[m.metadata.dst_node_id]: m for m in messages}
+        started = time.monotonic()
+        answers = list(self.grid.send_and_receive(messages, timeout=self.timeout)) if messages else []
+        replies, failures, by_site = {}, {}, {}
+        for answer in answers:
+            site = self.sites.get(answer.metadata.src_node_id, f"node-{answer.metadata.src_node_id}")
+            by_site[site] = answer
+            if answer.has_error():
+                failures[site] = _flower_reason(answer.error.reason)
+            elif (reason := reply_error(answer.content)) is not None:
+                failures[site] = reason
+            else:
+                replies[site] = answer.content
+        for site in sent:
+            if site not in by_site:
+                failures[site] = f"no answer within {self.timeout:.0f} s ({time.monotonic() - started:.0f} s waited)"
+        self._record(sent, replies, failures, phase, step)
+        return Exchange(replies, failures, by_site)
+
+    def _record(self, sent: Mapping[str, Message], replies: Mapping[str, RecordDict], failures: Mapping[str, str],
+                phase: str, step: int) -> None:
+        for site, message in sent.items():
+            reply = replies.get(site)
+            self.ledger.entries.append(LedgerEntry(
+                phase=phase, step=step, site=site, message_type=message.metadata.message_type,
+                bytes_down=content_bytes(message.content),
+                bytes_up=content_bytes(reply) if reply is not None else 0,
+                shapes_up=array_shapes(reply) if reply is not None else [],
+                status="ok" if site not in failures else "failed", reason=failures.get(site, ""),
+            ))
+
+
+def _flower_reason(reason: str) -> str:
+    """The useful last line of a Flower/Ray error reason (it wraps the site's traceback)."""
+    marker = "Message: "
+    if marker in reason:
+        reason = reason.rsplit(marker, 1)[1]
+    return reason.strip().strip("'>").strip() or "the site failed without a reason"

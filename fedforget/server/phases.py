@@ -1,0 +1,262 @@
+"""The run's phases: original -> oracle -> one removal per method -> evaluation of every model.
+
+Original and oracle are cached by a fingerprint of everything that shapes them
+(data, sites, model, federation schedule, seed; the oracle also by the forget
+site), so sweeps over methods or retain fractions reuse them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from flwr.app import ConfigRecord, RecordDict
+from torch import nn
+
+from fedforget.configs.compose import fingerprint, to_plain
+from fedforget.configs.schema import ExperimentConfig
+from fedforget.protocol import ARRAYS, CONFIG, EVALUATE, METRICS, SiteError, arrays_from_state
+from fedforget.recon.losses import ReconLoss
+from fedforget.recon.models import VarNetShape, build_varnet
+from fedforget.server.checkpoints import State, load_checkpoint, save_checkpoint, state_sha256
+from fedforget.server.directory import SiteInfo
+from fedforget.server.link import SiteLink
+from fedforget.server.results import ModelRecord
+from fedforget.server.run_folder import RunFolder
+from fedforget.server.tensorboard import Boards
+from fedforget.sitedata import batches_per_pass, subset_size
+from fedforget.strategies.fedavg import Progress, RoundReport, TrainedModel, train_federated
+from fedforget.strategies.removal import FederatedWorker
+from fedforget.unlearning import get_method
+from fedforget.unlearning.base import FORGET, RETAIN, run_unlearning
+from fedforget.unlearning.pga import reference_model
+
+ORIGINAL, ORACLE = "original", "oracle"
+PHASE_TAGS = {ORIGINAL: "federated", ORACLE: "oracle"}
+SiteScores = dict[str, dict[str, Any]]
+
+
+@dataclass
+class Session:
+    """What every phase of one run shares."""
+
+    cfg: ExperimentConfig
+    run: RunFolder
+    link: SiteLink
+    sites: dict[str, SiteInfo]
+    boards: Boards
+    cache_dir: Path | None
+    scores: dict[str, SiteScores] = field(default_factory=dict)
+
+    @property
+    def forget_site(self) -> str:
+        return self.cfg.unlearning.forget_site
+
+    def new_model(self) -> nn.Module:
+        m = self.cfg.model
+        return build_varnet(VarNetShape(m.num_cascades, m.chans, m.pools, m.sens_chans, m.sens_pools))
+
+
+def initial_state(session: Session) -> State:
+    """The shared initial weights (same seed for original and oracle: a controlled comparison)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(session.cfg.seed)
+        return {k: v.clone() for k, v in session.new_model().state_dict().items()}
+
+
+def evaluate_at_sites(session: Session, state: State, tag: str, step: int) -> SiteScores:
+    """Evaluate one model at every site (test split; the forget site's train split too) and log it."""
+    contents = {}
+    for site in session.sites:
+        splits = "test,train" if site == session.forget_site else "test"
+        contents[site] = RecordDict({ARRAYS: arrays_from_state(state),
+                                     CONFIG: ConfigRecord({"splits": splits, "phase": tag})})
+    replies = session.link.send(EVALUATE, contents, f"evaluate/{tag}", step).require_all()
+    scores: SiteScores = {}
+    for site, content in replies.items():
+        m = content[METRICS]
+        scores[site] = {split: {k: float(m[f"{split}-{k}"]) for k in ("psnr", "ssim", "nmse", "loss")}
+                        for split in ("test", "train") if f"{split}-psnr" in m}
+        if "mia-auc" in m:
+            scores[site]["mia_auc"] = float(m["mia-auc"])
+    session.boards.site_metrics(tag, step, {s: _board_values(v) for s, v in scores.items()})
+    return scores
+
+
+def _board_values(site_scores: dict[str, Any]) -> dict[str, float]:
+    values = dict(site_scores["test"])
+    values.update({f"train_{k}": v for k, v in site_scores.get("train", {}).items()})
+    return values
+
+
+def training_fingerprint(cfg: ExperimentConfig, sites: list[str]) -> str:
+    plain = to_plain(cfg)
+    schedule = {k: plain["federation"][k] for k in ("rounds", "local_steps", "batch_size", "lr", "l1_weight",
+                                                   "grad_clip", "bf16")}
+    return fingerprint({"data": plain["data"], "sites": plain["sites"], "model": plain["model"],
+                        "schedule": schedule, "seed": cfg.seed, "trained_on": sites})
+
+
+def _phase_sites(session: Session, name: str) -> list[str]:
+    return list(session.sites) if name == ORIGINAL else session.cfg.retain_sites
+
+
+def obtain_trained(session: Session, name: str) -> TrainedModel:
+    """The original or the oracle: from ``from_checkpoint``, the cache, or federated training."""
+    sites = _phase_sites(session, name)
+    key = training_fingerprint(session.cfg, sites)
+    target = session.run.checkpoints / f"{name}.pt"
+    source = _existing_checkpoint(session, name, key)
+    if source is not None:
+        trained = _load_trained(source, sites)
+        session.run.event("loaded", model=name, source=str(source))
+        session.boards.text("server", f"{PHASE_TAGS[name]}/source", f"loaded from {source}", 0)
+    else:
+        trained = _train(session, name, sites, key)
+    _save_trained(target, trained, key, name)
+    if session.cache_dir is not None:
+        _save_trained(session.cache_dir / key / f"{name}.pt", trained, key, name)
+    return trained
+
+
+def _existing_checkpoint(session: Session, name: str, key: str) -> Path | None:
+    given = session.cfg.unlearning.from_checkpoint
+    if given:
+        original = Path(given).expanduser().resolve()
+        candidate = original if name == ORIGINAL else original.with_name(f"{ORACLE}.pt")
+        if name == ORIGINAL:
+            load_checkpoint(candidate)  # raises a clear error for a missing or broken file
+            return candidate
+        if candidate.is_file() and load_checkpoint(candidate)[1].get("fingerprint") == key:
+            return candidate
+    if session.cache_dir is not None:
+        cached = session.cache_dir / key / f"{name}.pt"
+        if cached.is_file():
+            return cached
+    return None
+
+
+def _load_trained(path: Path, sites: list[str]) -> TrainedModel:
+    state, meta = load_checkpoint(path)
+    updates = {}
+    updates_path = path.with_name(f"{path.stem}-site-updates.pt")
+    if updates_path.is_file():
+        updates = torch.load(updates_path, map_location="cpu", weights_only=False)
+    return TrainedModel(state=state, sites=list(meta.get("trained_on", sites)), rounds=int(meta.get("rounds", 0)),
+                        steps=int(meta.get("steps", 0)), wall_seconds=float(meta.get("wall_seconds", 0.0)),
+                        bytes_communicated=int(meta.get("bytes", 0)), site_updates=updates,
+                        history=list(meta.get("history", [])))
+
+
+def _save_trained(path: Path, trained: TrainedModel, key: str, name: str) -> None:
+    save_checkpoint(path, trained.state, {"model": name, "fingerprint": key, "trained_on": trained.sites,
+                                          "rounds": trained.rounds, "steps": trained.steps,
+                                          "wall_seconds": trained.wall_seconds, "bytes": trained.bytes_communicated,
+                                          "history": trained.history})
+    if trained.site_updates:
+        updates_path = path.with_name(f"{path.stem}-site-updates.pt")
+        tmp = updates_path.with_name(f".{updates_path.name}.tmp")
+        torch.save(trained.site_updates, tmp)
+        tmp.replace(updates_path)
+
+
+def _train(session: Session, name: str, sites: list[str], key: str) -> TrainedModel:
+    cfg, tag = session.cfg, PHASE_TAGS[name]
+    progress = Progress(session.run.checkpoints / "progress" / f"{name}.pt", key)
+    saved = progress.load()
+    if saved is not None:
+        session.run.event("resumed", phase=tag, after_round=int(saved["round"]))
+
+    def on_round(report: RoundReport, state: State) -> None:
+        for site, reason in report.failures.items():
+            session.run.event("site_failed", phase=tag, round=report.round, site=site, reason=reason)
+            session.boards.text(site, f"{tag}/failure", f"round {report.round}: {reason}", report.round)
+        session.boards.site_metrics(tag, report.round, {s: {"fit_loss": v} for s, v in report.losses.items()})
+        session.boards.server_metric(f"{tag}/round_seconds", report.seconds, report.round)
+        if report.round % cfg.federation.eval_every == 0 or report.round == cfg.federation.rounds:
+            evaluate_at_sites(session, state, tag, report.round)
+        session.boards.flush()
+
+    initial = initial_state(session)
+    if saved is None:
+        # Round 0: the curves' starting point; it also warms every site process up before the clock runs.
+        evaluate_at_sites(session, initial, tag, 0)
+    return train_federated(session.link, sites, initial, cfg.federation, tag, progress, on_round)
+
+
+def trained_record(session: Session, trained: TrainedModel) -> ModelRecord:
+    return ModelRecord(wall_seconds=trained.wall_seconds, steps=trained.steps, retain_fraction=None,
+                       bytes_communicated=trained.bytes_communicated, trained_on=trained.sites,
+                       sha256=state_sha256(trained.state), details={"rounds": trained.rounds})
+
+
+def _batches_per_pass(session: Session) -> dict[str, int]:
+    u = session.cfg.unlearning
+    forget = session.sites[session.forget_site].train_slices
+    retain = [subset_size(session.sites[s].train_slices, u.retain_fraction) for s in session.cfg.retain_sites]
+    return {FORGET: batches_per_pass(forget, u.batch_size),
+            RETAIN: max(batches_per_pass(n, u.batch_size) for n in retain)}
+
+
+def _reference(session: Session, original: TrainedModel) -> State:
+    updates = original.site_updates
+    if session.forget_site not in updates:
+        raise SiteError(session.forget_site, "pga needs the forget site's last-round update, which the original "
+                                             "model's checkpoint does not hold (retrain or use a newer checkpoint)")
+    total = sum(n for _, n in updates.values())
+    forget_state, forget_n = updates[session.forget_site]
+    return reference_model(original.state, forget_state, total, forget_n)
+
+
+def run_method(session: Session, name: str, original: TrainedModel,
+               server_retain: Any = None) -> tuple[ModelRecord, State]:
+    """Remove the forget site with method ``name``, starting from the original model."""
+    cfg = session.cfg
+    method = get_method(name, cfg.unlearning)
+    tag = f"unlearn/{name}"
+    model = session.new_model()
+    model.load_state_dict(original.state)
+    worker = FederatedWorker(session.link, method, session.forget_site, cfg.retain_sites,
+                             _batches_per_pass(session), tag, original=original.state,
+                             server_retain=server_retain(method) if server_retain else None)
+    budget = cfg.unlearning.budget_steps(cfg.federation.training_steps)
+    reference = _reference(session, original) if method.needs_reference else None
+    if ORIGINAL in session.scores:
+        session.boards.site_metrics(tag, 0, {s: _board_values(v) for s, v in session.scores[ORIGINAL].items()})
+
+    def on_step(step: int, current: nn.Module, record: dict[str, float]) -> None:
+        for key, value in record.items():
+            session.boards.server_metric(f"{tag}/{key}", value, step)
+        if step % cfg.unlearning.eval_every == 0 or step == budget or "dampened" in record:
+            evaluate_at_sites(session, {k: v.detach() for k, v in current.state_dict().items()}, tag, max(step, 1))
+        session.boards.flush()
+
+    report = run_unlearning(method, model, worker, budget, cfg.unlearning.lr, reference=reference, on_step=on_step)
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    sha = save_checkpoint(session.run.checkpoints / f"{name}.pt", state,
+                          {"model": name, "budget": budget, "steps": report.steps})
+    details = {"budget": budget, "evaluations": report.evaluations,
+               "passes": {FORGET: report.evaluations[FORGET] * cfg.unlearning.batch_size
+                          / max(1, session.sites[session.forget_site].train_slices)},
+               "dampened_elements": report.dampened_elements, "retain_access": cfg.unlearning.retain_access}
+    return ModelRecord(wall_seconds=report.wall_seconds, steps=report.steps,
+                       retain_fraction=cfg.unlearning.retain_fraction, bytes_communicated=report.bytes_communicated,
+                       trained_on=session.link.ledger.trained_on(tag), sha256=sha, details=details), state
+
+
+def final_scores(session: Session, name: str, state: State) -> SiteScores:
+    """Every model x every site, once, at the end (also the audit's membership AUC)."""
+    scores = evaluate_at_sites(session, state, f"final/{name}", 0)
+    session.scores[name] = scores
+    return scores
+
+
+def fill_record(record: ModelRecord, scores: SiteScores, forget_site: str) -> ModelRecord:
+    record.sites = {site: {split: {k: v[k] for k in ("psnr", "ssim", "nmse")}
+                           for split, v in s.items() if split in ("test", "train")}
+                    for site, s in scores.items()}
+    record.audit = {"mia_auc": scores[forget_site].get("mia_auc", math.nan)}
+    return record

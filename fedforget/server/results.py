@@ -1,0 +1,98 @@
+"""``results.json`` and ``audit.json``: the contract other tools read (extend, never rename)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from fedforget.configs.schema import ExperimentConfig
+from fedforget.server.directory import SiteInfo
+
+SCHEMA_VERSION = 1
+SUMMARY_METRICS = ("psnr", "ssim")
+
+
+@dataclass
+class ModelRecord:
+    """One model's cost and its scores at every site."""
+
+    wall_seconds: float
+    steps: int
+    retain_fraction: float | None
+    bytes_communicated: int
+    sites: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    trained_on: list[str] = field(default_factory=list)
+    sha256: str = ""
+    audit: dict[str, float] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"wall_seconds": self.wall_seconds, "steps": self.steps, "retain_fraction": self.retain_fraction,
+                "bytes_communicated": self.bytes_communicated, "sites": self.sites, "trained_on": self.trained_on,
+                "sha256": self.sha256, "audit": self.audit, **self.details}
+
+
+def site_section(cfg: ExperimentConfig, infos: Mapping[str, SiteInfo]) -> dict[str, Any]:
+    forget = cfg.unlearning.forget_site
+    return {name: {"anatomy": cfg.sites[name].anatomy, "role": "forget" if name == forget else "retain",
+                   "poisoned": cfg.sites[name].poisoned, "train_slices": info.train_slices,
+                   "test_slices": info.test_slices, "train_volumes": info.train_volumes,
+                   "test_volumes": info.test_volumes, "device": info.device}
+            for name, info in infos.items()}
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values)
+
+
+def summarise(cfg: ExperimentConfig, models: Mapping[str, ModelRecord]) -> dict[str, Any]:
+    """BTA (retain sites' test), KTA (forget site's test), UA (forget site's train), RTE (oracle time / time)."""
+    forget, retain = cfg.unlearning.forget_site, cfg.retain_sites
+    oracle = models.get("oracle")
+    summary = {}
+    for name, record in models.items():
+        scores = record.sites
+        summary[name] = {
+            "BTA": {m: _mean([scores[s]["test"][m] for s in retain]) for m in SUMMARY_METRICS},
+            "KTA": {m: scores[forget]["test"][m] for m in SUMMARY_METRICS},
+            "UA": {m: scores[forget]["train"][m] for m in SUMMARY_METRICS},
+            "RTE": (oracle.wall_seconds / record.wall_seconds
+                    if oracle is not None and record.wall_seconds > 0 else None),
+        }
+    return summary
+
+
+def build_results(cfg: ExperimentConfig, infos: Mapping[str, SiteInfo], models: Mapping[str, ModelRecord],
+                  extra: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "schema": SCHEMA_VERSION,
+        "experiment": cfg.name,
+        "forget_site": cfg.unlearning.forget_site,
+        "sites": site_section(cfg, infos),
+        "models": {name: record.to_json() for name, record in models.items()},
+        "summary": summarise(cfg, models),
+        **extra,
+    }
+
+
+def build_audit(cfg: ExperimentConfig, models: Mapping[str, ModelRecord], started: str, finished: str,
+                events: list[dict[str, Any]]) -> dict[str, Any]:
+    """The removal record: what was removed, how, and the model fingerprints before and after."""
+    original = models["original"]
+    return {
+        "forget_site": cfg.unlearning.forget_site,
+        "retain_sites": cfg.retain_sites,
+        "retain_fraction": cfg.unlearning.retain_fraction,
+        "retain_access": cfg.unlearning.retain_access,
+        "methods": [m for m in cfg.unlearning.methods if m in models],
+        "model_sha256_before": original.sha256,
+        "model_sha256_after": {name: models[name].sha256 for name in cfg.unlearning.methods if name in models},
+        "oracle_sha256": models["oracle"].sha256 if "oracle" in models else None,
+        "oracle_trained_on": models["oracle"].trained_on if "oracle" in models else None,
+        "membership_auc": {name: record.audit.get("mia_auc") for name, record in models.items()},
+        "started": started,
+        "finished": finished,
+        "seconds": {name: record.wall_seconds for name, record in models.items()},
+        "events": events,
+    }

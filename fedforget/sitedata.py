@@ -1,0 +1,174 @@
+"""A site's data as the learning code sees it: fastMRI datasets, batches and subsets.
+
+Files are read only through ``fastmri.data.SliceDataset`` + ``VarNetDataTransform``,
+so a synthetic site and a real fastMRI / M4Raw folder take the same path. Every
+folder is validated (``recon.hdf5io``) before fastMRI touches it, because
+SliceDataset turns a stray or broken file into a bare h5py traceback.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from fastmri.data import SliceDataset
+from fastmri.data.subsample import MaskFunc
+from fastmri.data.transforms import VarNetDataTransform, VarNetSample
+
+from fedforget.recon.hdf5io import VolumeInfo, validate_folder
+
+
+class Batch(NamedTuple):
+    """A collated batch of VarNet inputs and targets."""
+
+    masked_kspace: torch.Tensor  # (B, C, H, W, 2)
+    mask: torch.Tensor  # (B, 1, 1, W, 1) bool
+    target: torch.Tensor  # (B, rH, rW)
+    max_value: torch.Tensor  # (B,)
+
+    def to(self, device: torch.device | str) -> Batch:
+        non_blocking = torch.device(device).type == "cuda"
+        return Batch(*(t.to(device, non_blocking=non_blocking) for t in self))
+
+    @property
+    def size(self) -> int:
+        return int(self.target.shape[0])
+
+
+def collate(samples: Sequence[VarNetSample]) -> Batch:
+    """Stack VarNet samples; every sample of a batch must share one k-space shape."""
+    shapes = {tuple(s.masked_kspace.shape) for s in samples}
+    if len(shapes) > 1:
+        names = sorted({s.fname for s in samples})
+        raise ValueError(
+            f"cannot batch slices of different k-space shapes {sorted(shapes)} from {names}: "
+            "use batch_size=1 for data with mixed matrix sizes"
+        )
+    return Batch(
+        masked_kspace=torch.stack([s.masked_kspace for s in samples]),
+        mask=torch.stack([s.mask for s in samples]),
+        target=torch.stack([s.target for s in samples]),
+        max_value=torch.tensor([float(s.max_value) for s in samples], dtype=torch.float32),
+    )
+
+
+class CachedSliceDataset(SliceDataset):
+    """fastMRI SliceDataset that keeps each raw slice in memory after its first read."""
+
+    def __init__(self, root: Path, transform: VarNetDataTransform, cache: bool) -> None:
+        super().__init__(root=root, challenge="multicoil", transform=transform)
+        self.cache = cache
+        self._raw: dict[int, tuple] = {}
+
+    def __getitem__(self, i: int) -> VarNetSample:
+        raw = self._raw.get(i)
+        if raw is None:
+            transform, self.transform = self.transform, None
+            try:
+                raw = super().__getitem__(i)
+            finally:
+                self.transform = transform
+            if self.cache:
+                self._raw[i] = raw
+        return self.transform(*raw)
+
+    def volume_of(self, i: int) -> str:
+        """The file name (volume) that slice ``i`` belongs to."""
+        return self.raw_samples[i].fname.name
+
+
+def open_split(folder: Path, mask_func: MaskFunc, cache: bool, max_volumes: int = 0) -> CachedSliceDataset:
+    """Validate a folder of fastMRI multicoil volumes and open it as a dataset.
+
+    Masks are seeded from each file name (fastMRI's validation convention), so every
+    read of a slice sees the same undersampling: a site and a Flower-free run of the
+    same method then see identical inputs.
+
+    Args:
+        folder: A folder holding only fastMRI multicoil ``.h5`` files.
+        mask_func: The undersampling mask function.
+        cache: Keep raw slices in memory after the first read.
+        max_volumes: Use only the first N volumes (sorted by name); 0 uses all.
+
+    Raises:
+        DataFileError: The folder or one of its files is not usable; the message names it.
+    """
+    infos = validate_folder(folder)
+    dataset = CachedSliceDataset(folder, VarNetDataTransform(mask_func=mask_func, use_seed=True), cache)
+    if max_volumes:
+        keep = {info.path.name for info in infos[:max_volumes]}
+        dataset.raw_samples = [s for s in dataset.raw_samples if s.fname.name in keep]
+    return dataset
+
+
+def volumes_in(folder: Path) -> list[VolumeInfo]:
+    """Validated volume descriptions of a folder (no slices read)."""
+    return validate_folder(folder)
+
+
+def subset_size(num_slices: int, fraction: float) -> int:
+    """How many slices a ``fraction`` of ``num_slices`` is (at least one)."""
+    if num_slices < 1:
+        raise ValueError("cannot take a subset of an empty dataset")
+    return max(1, int(round(fraction * num_slices)))
+
+
+def batches_per_pass(num_slices: int, batch_size: int) -> int:
+    """Batches in one pass over ``num_slices`` (a batch never exceeds the data)."""
+    return math.ceil(num_slices / min(batch_size, num_slices))
+
+
+def subset_indices(num_slices: int, fraction: float, seed: int) -> list[int]:
+    """A reproducible subset of ``fraction`` of the slices (at least one), sorted."""
+    count = subset_size(num_slices, fraction)
+    order = np.random.default_rng(seed).permutation(num_slices)
+    return sorted(int(i) for i in order[:count])
+
+
+class BatchSource:
+    """An endless, reproducible stream of shuffled batches over (a subset of) a dataset.
+
+    ``batch(k)`` depends only on ``k``, the seed and the indices, never on earlier
+    calls, so a stream can be resumed in another process (a Flower site, a restarted
+    server) and yields exactly the batches it would have yielded anyway.
+    """
+
+    def __init__(self, dataset: Sequence, batch_size: int, seed: int, indices: Sequence[int] | None = None) -> None:
+        self.dataset = dataset
+        self.indices = list(range(len(dataset))) if indices is None else list(indices)
+        if not self.indices:
+            raise ValueError("a batch source needs at least one slice")
+        self.batch_size = min(batch_size, len(self.indices))
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    @property
+    def batches_per_pass(self) -> int:
+        return batches_per_pass(len(self.indices), self.batch_size)
+
+    def batch_indices(self, k: int) -> list[int]:
+        per_pass = self.batches_per_pass
+        epoch, position = divmod(k, per_pass)
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        order = torch.randperm(len(self.indices), generator=generator).tolist()
+        chosen = order[position * self.batch_size:(position + 1) * self.batch_size]
+        return [self.indices[i] for i in chosen]
+
+    def batch(self, k: int) -> Batch:
+        return collate([self.dataset[i] for i in self.batch_indices(k)])
+
+    def passes(self, batches: int) -> float:
+        """How many passes over the data ``batches`` batches amount to."""
+        return batches * self.batch_size / len(self.indices)
+
+
+def stream_seed(seed: int, site: str, purpose: str) -> int:
+    """A seed for one site's batch stream, stable across processes and machines."""
+    return (seed * 1_000_003 + zlib.crc32(f"{site}/{purpose}".encode())) % (2**31)

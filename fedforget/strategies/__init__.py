@@ -1,0 +1,1 @@
+"""Federated orchestration: FedAvg over chosen sites and the client-removal protocol."""

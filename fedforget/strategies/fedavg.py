@@ -1,0 +1,135 @@
+"""FedAvg over a chosen set of sites, round by round, resumable after a crash.
+
+Flower's ``FedAvg`` builds the train messages and averages the replies (weighted
+by ``num-examples``); this module picks the sites (all of them for the original
+model, the retain sites for the oracle), tolerates sites that fail a round, and
+saves a progress checkpoint after every round so that a restarted server
+continues from the last complete round.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import FedAvg
+
+from fedforget.configs.schema import FederationConfig
+from fedforget.protocol import ARRAYS, METRICS, SiteError, arrays_from_state, state_from_arrays
+from fedforget.server.checkpoints import State, load_checkpoint, save_checkpoint
+from fedforget.server.link import SiteLink
+
+
+class SiteFedAvg(FedAvg):
+    """FedAvg that trains exactly the given nodes every round (no sampling)."""
+
+    def __init__(self, node_ids: list[int]) -> None:
+        count = len(node_ids)
+        super().__init__(fraction_train=1.0, fraction_evaluate=0.0, min_train_nodes=count,
+                         min_evaluate_nodes=0, min_available_nodes=count)
+        self.node_ids = list(node_ids)
+
+    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+                        grid: Grid) -> Iterable[Message]:
+        config["server-round"] = server_round
+        record = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: config})
+        return self._construct_messages(record, self.node_ids, MessageType.TRAIN)
+
+
+@dataclass
+class RoundReport:
+    """What one round did: per-site training loss and the sites that failed it."""
+
+    round: int
+    losses: dict[str, float]
+    failures: dict[str, str]
+    seconds: float
+
+
+@dataclass
+class TrainedModel:
+    """A federated training phase's result."""
+
+    state: State
+    sites: list[str]
+    rounds: int
+    steps: int
+    wall_seconds: float
+    bytes_communicated: int
+    site_updates: dict[str, tuple[State, int]] = field(default_factory=dict)
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+RoundCallback = Callable[[RoundReport, State], None]
+
+
+@dataclass
+class Progress:
+    """Where a phase stands after its last complete round (persisted atomically)."""
+
+    path: Path
+    fingerprint: str
+
+    def load(self) -> dict[str, Any] | None:
+        if not self.path.is_file():
+            return None
+        state, meta = load_checkpoint(self.path)
+        if meta.get("fingerprint") != self.fingerprint:
+            return None
+        return {**meta, "state": state}
+
+    def save(self, state: State, **meta: Any) -> None:
+        save_checkpoint(self.path, state, {**meta, "fingerprint": self.fingerprint})
+
+
+def train_federated(
+    link: SiteLink,
+    sites: list[str],
+    initial: State,
+    fed: FederationConfig,
+    phase: str,
+    progress: Progress,
+    on_round: RoundCallback | None = None,
+) -> TrainedModel:
+    """Run ``fed.rounds`` FedAvg rounds over ``sites`` (continuing a saved phase if there is one)."""
+    strategy = SiteFedAvg([link.nodes[s] for s in sites])
+    saved = progress.load()
+    state = saved["state"] if saved else initial
+    done = int(saved["round"]) if saved else 0
+    wall = float(saved["wall_seconds"]) if saved else 0.0
+    history = list(saved["history"]) if saved else []
+    earlier_bytes = int(saved["bytes"]) if saved else 0
+    updates: dict[str, tuple[State, int]] = saved.get("site_updates", {}) if saved else {}
+    for server_round in range(done + 1, fed.rounds + 1):
+        started = time.perf_counter()
+        config = ConfigRecord({"phase": phase, "local-steps": fed.local_steps,
+                               "first-batch": (server_round - 1) * fed.local_steps})
+        messages = list(strategy.configure_train(server_round, arrays_from_state(state), config, link.grid))
+        exchange = link.send_messages(messages, phase, server_round)
+        if not exchange.replies:
+            raise SiteError(",".join(sites), f"every site failed {phase} round {server_round}: {exchange.failures}")
+        replies = [exchange.messages[site] for site in exchange.replies]
+        arrays, _ = strategy.aggregate_train(server_round, replies)
+        state = state_from_arrays(arrays)
+        updates = {site: (state_from_arrays(c[ARRAYS]), int(c[METRICS]["num-examples"]))
+                   for site, c in exchange.replies.items()}
+        seconds = time.perf_counter() - started
+        wall += seconds
+        report = RoundReport(server_round, {s: float(c[METRICS]["loss"]) for s, c in exchange.replies.items()},
+                             exchange.failures, seconds)
+        history.append({"round": server_round, "losses": report.losses, "failures": report.failures})
+        if on_round:
+            on_round(report, state)
+        final = server_round == fed.rounds
+        if server_round % fed.checkpoint_every == 0 or final:
+            # The last round's site models are kept for the pga reference; earlier ones are not needed.
+            progress.save(state, round=server_round, wall_seconds=wall, history=history,
+                          bytes=earlier_bytes + link.ledger.bytes_in(phase), site_updates=updates if final else {})
+    return TrainedModel(state=state, sites=list(sites), rounds=fed.rounds, steps=fed.training_steps,
+                        wall_seconds=wall, bytes_communicated=earlier_bytes + link.ledger.bytes_in(phase),
+                        site_updates=updates, history=history)

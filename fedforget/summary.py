@@ -1,0 +1,25 @@
+"""The table ``fedforget run`` prints at the end: per site and model, PSNR / SSIM / NMSE."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def summary_lines(results: dict) -> list[str]:
+    models = list(results["models"])
+    lines = [f"{'site':<10} {'role':<7} {'model':<14} {'PSNR':>7} {'SSIM':>7} {'NMSE':>8}"]
+    for site, info in results["sites"].items():
+        for model in models:
+            m = results["models"][model]["sites"][site]["test"]
+            lines.append(f"{site:<10} {info['role']:<7} {model:<14} {m['psnr']:7.2f} {m['ssim']:7.4f} "
+                         f"{m['nmse']:8.4f}")
+    return lines
+
+
+def print_summary(run_dir: Path) -> None:
+    results = json.loads((run_dir / "results.json").read_text())
+    print(f"\nfedforget: run folder {run_dir}")
+    print("test split, fastMRI metrics (mean over volumes):")
+    for line in summary_lines(results):
+        print("  " + line)

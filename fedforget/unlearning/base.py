@@ -1,0 +1,298 @@
+"""The shape every unlearning method shares, and the one engine that runs them.
+
+A method is written as *who computes what*: in each phase the forget party (the
+forget site, on its own data) and the retain party (the retain fraction of the
+retain data, at the sites or at the server) each evaluate a loss term on one
+batch; the engine turns their gradients into one update with ``combine`` and an
+Adam step, or, for dampening methods, turns per-element importances into a
+weight scaling. A :class:`Worker` supplies those gradients: :class:`LocalWorker`
+computes them in-process (the Flower-free function), the federated protocol
+(``strategies.removal``) asks the sites over Flower. The engine is the same, so
+both give the same weights for the same data and seed.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol
+
+import torch
+from torch import nn
+
+from fedforget.configs.schema import UnlearningConfig
+from fedforget.recon.losses import ReconLoss
+from fedforget.sitedata import Batch, BatchSource
+from fedforget.training import batch_loss, reconstruct
+
+FORGET = "forget"
+RETAIN = "retain"
+ROLES = (FORGET, RETAIN)
+
+Tensors = dict[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Phase:
+    """A stretch of a method: ``gradient`` phases take optimizer steps, ``importance`` phases dampen once."""
+
+    name: str
+    kind: str
+    steps: int
+    roles: tuple[str, ...]
+
+
+@dataclass
+class TermContext:
+    """What a party needs besides the model and a batch to evaluate a method's loss term."""
+
+    loss: ReconLoss
+    seed: int
+    original: nn.Module | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+class Method(ABC):
+    """An unlearning method. Subclasses set ``name`` and implement ``phases`` plus their terms."""
+
+    name: ClassVar[str]
+    needs_original: ClassVar[frozenset[str]] = frozenset()
+    needs_reference: ClassVar[bool] = False
+
+    def __init__(self, cfg: UnlearningConfig) -> None:
+        self.cfg = cfg
+
+    @abstractmethod
+    def phases(self, budget: int) -> list[Phase]:
+        """Split a budget of ``budget`` optimizer steps into phases."""
+
+    def term(self, role: str, phase: Phase, model: nn.Module, batch: Batch, index: int, ctx: TermContext) -> torch.Tensor:
+        """The differentiable loss whose gradient ``role`` contributes (default: reconstruction loss)."""
+        return batch_loss(model, batch, ctx.loss)
+
+    def combine(self, phase: Phase, params: Tensors, grads: Mapping[str, Tensors]) -> Tensors:
+        """The update direction from the parties' gradients (default: their sum)."""
+        return _sum(grads.values())
+
+    def after_step(self, phase: Phase, model: nn.Module, state: MethodState) -> None:
+        """A hook after each optimizer step (projections)."""
+
+    def importance_term(self, model: nn.Module, batch: Batch, ctx: TermContext) -> torch.Tensor:
+        """The loss whose squared gradient measures a weight's importance."""
+        return batch_loss(model, batch, ctx.loss)
+
+    def dampen(self, model: nn.Module, importances: Mapping[str, Tensors]) -> int:
+        """Scale weights from per-element importances; returns how many elements changed."""
+        raise NotImplementedError(f"{self.name} has no importance phase")
+
+    def prepare(self, role: str, ctx: TermContext, template: nn.Module) -> None:
+        """Build per-party helpers (a random teacher) into ``ctx.extras``; called once per party."""
+
+
+@dataclass
+class MethodState:
+    """Engine-side state a method may read in ``after_step``."""
+
+    original: Tensors
+    reference: Tensors | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Gradients:
+    """One party's gradient of its term on one batch (sites may average several)."""
+
+    grads: Tensors
+    loss: float
+    examples: int
+
+
+class Worker(Protocol):
+    """Where the parties compute (in-process, or at Flower sites); one call serves every role of a step."""
+
+    def gradients(self, phase: Phase, indices: Mapping[str, int], model: nn.Module) -> dict[str, Gradients]: ...
+
+    def importances(self, phase: Phase, batches: Mapping[str, int], model: nn.Module) -> dict[str, Tensors]: ...
+
+    def available_batches(self, role: str) -> int: ...
+
+    def bytes_communicated(self) -> int: ...
+
+
+@dataclass
+class UnlearnReport:
+    """What a method did: steps, data passes, time and traffic (the RTE axis)."""
+
+    method: str
+    steps: int
+    budget: int
+    evaluations: dict[str, int]
+    wall_seconds: float
+    bytes_communicated: int
+    dampened_elements: int | None = None
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+StepCallback = Callable[[int, nn.Module, dict[str, float]], None]
+
+
+def trainable(model: nn.Module) -> Tensors:
+    return {name: p for name, p in model.named_parameters() if p.requires_grad}
+
+
+def _sum(parts: Any) -> Tensors:
+    parts = list(parts)
+    total = {k: v.clone() for k, v in parts[0].items()}
+    for part in parts[1:]:
+        for k, v in part.items():
+            total[k] += v
+    return total
+
+
+def run_unlearning(
+    method: Method,
+    model: nn.Module,
+    worker: Worker,
+    budget: int,
+    lr: float,
+    reference: Tensors | None = None,
+    on_step: StepCallback | None = None,
+) -> UnlearnReport:
+    """Run ``method`` on ``model`` in place within ``budget`` optimizer steps.
+
+    Every gradient phase draws batch ``k`` of each party's stream at its ``k``-th
+    evaluation, so reruns and federated runs see the same batches.
+    """
+    if budget < 1:
+        raise ValueError(f"unlearning budget must be at least 1 step, got {budget}")
+    start = time.perf_counter()
+    state = MethodState(original={k: v.detach().clone() for k, v in model.state_dict().items()}, reference=reference)
+    params = trainable(model)
+    optimizer = torch.optim.Adam(params.values(), lr=lr)
+    calls = {role: 0 for role in ROLES}
+    steps, dampened, history = 0, None, []
+    monitoring = 0.0  # time spent in on_step (evaluation) is not the method's cost
+
+    def notify(record: dict[str, float]) -> None:
+        nonlocal monitoring
+        if on_step:
+            began = time.perf_counter()
+            on_step(steps, model, record)
+            monitoring += time.perf_counter() - began
+
+    for phase in method.phases(budget):
+        if phase.kind == "importance":
+            batches = {role: min(phase.steps, worker.available_batches(role)) for role in phase.roles}
+            importances = worker.importances(phase, batches, model)
+            for role in phase.roles:
+                calls[role] += batches[role]
+            with torch.no_grad():
+                dampened = method.dampen(model, importances)
+            record = {"dampened": float(dampened)}
+            history.append(record)
+            notify(record)
+            continue
+        for _ in range(phase.steps):
+            replies = worker.gradients(phase, {role: calls[role] for role in phase.roles}, model)
+            for role in phase.roles:
+                calls[role] += 1
+            direction = method.combine(phase, {k: p.detach() for k, p in params.items()},
+                                       {role: r.grads for role, r in replies.items()})
+            optimizer.zero_grad(set_to_none=True)
+            for name, p in params.items():
+                p.grad = direction[name].to(p.device, p.dtype)
+            optimizer.step()
+            with torch.no_grad():
+                method.after_step(phase, model, state)
+            steps += 1
+            record = {f"{role}_loss": r.loss for role, r in replies.items()}
+            history.append(record)
+            notify(record)
+    return UnlearnReport(
+        method=method.name, steps=steps, budget=budget, evaluations=calls,
+        wall_seconds=time.perf_counter() - start - monitoring, bytes_communicated=worker.bytes_communicated(),
+        dampened_elements=dampened, history=history,
+    )
+
+
+def term_gradients(method: Method, role: str, phase: Phase, model: nn.Module, batch: Batch, index: int,
+                   ctx: TermContext) -> Gradients:
+    """Gradient of ``role``'s term on one batch: the computation a site performs."""
+    model.train()
+    model.zero_grad(set_to_none=True)
+    loss = method.term(role, phase, model, batch, index, ctx)
+    loss.backward()
+    grads = {name: (p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p))
+             for name, p in trainable(model).items()}
+    model.zero_grad(set_to_none=True)
+    return Gradients(grads=grads, loss=float(loss.detach()), examples=batch.size)
+
+
+def squared_gradient_mean(method: Method, model: nn.Module, source: BatchSource, batches: int,
+                          ctx: TermContext, device: torch.device) -> Tensors:
+    """Per-element importance: mean over batches of the squared gradient of the batch loss (SSD)."""
+    model.train()
+    total = {name: torch.zeros_like(p) for name, p in trainable(model).items()}
+    for k in range(batches):
+        batch = source.batch(k).to(device)
+        model.zero_grad(set_to_none=True)
+        method.importance_term(model, batch, ctx).backward()
+        for name, p in trainable(model).items():
+            if p.grad is not None:
+                total[name] += p.grad.detach() ** 2
+    model.zero_grad(set_to_none=True)
+    return {name: value / max(batches, 1) for name, value in total.items()}
+
+
+class LocalWorker:
+    """Both parties in one process: the Flower-free form of every method."""
+
+    def __init__(self, method: Method, sources: Mapping[str, BatchSource], ctx: TermContext,
+                 device: torch.device | str = "cpu") -> None:
+        self.method = method
+        self.sources = dict(sources)
+        self.ctx = ctx
+        self.device = torch.device(device)
+        self._prepared: set[str] = set()
+
+    def _context(self, role: str, model: nn.Module) -> TermContext:
+        if role not in self._prepared:
+            self.method.prepare(role, self.ctx, model)
+            self._prepared.add(role)
+        return self.ctx
+
+    def gradients(self, phase: Phase, indices: Mapping[str, int], model: nn.Module) -> dict[str, Gradients]:
+        replies = {}
+        for role, index in indices.items():
+            ctx = self._context(role, model)
+            batch = self.sources[role].batch(index).to(self.device)
+            replies[role] = term_gradients(self.method, role, phase, model, batch, index, ctx)
+        return replies
+
+    def importances(self, phase: Phase, batches: Mapping[str, int], model: nn.Module) -> dict[str, Tensors]:
+        return {role: squared_gradient_mean(self.method, model, self.sources[role], count,
+                                            self._context(role, model), self.device)
+                for role, count in batches.items()}
+
+    def available_batches(self, role: str) -> int:
+        return self.sources[role].batches_per_pass
+
+    def bytes_communicated(self) -> int:
+        return 0
+
+
+def frozen_copy(model: nn.Module) -> nn.Module:
+    """A detached, frozen copy (the original model that bad-teacher distils from)."""
+    twin = copy.deepcopy(model)
+    twin.eval()
+    for p in twin.parameters():
+        p.requires_grad_(False)
+    return twin
+
+
+def output_of(model: nn.Module, batch: Batch) -> torch.Tensor:
+    """The model's cropped reconstruction of a batch."""
+    return reconstruct(model, batch)[0]

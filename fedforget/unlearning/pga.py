@@ -1,0 +1,67 @@
+"""PGA: projected gradient ascent around the retain-site reference model (Halimi et al. 2022).
+
+The reference ``w_ref`` is the average of the other sites' models in the last
+FedAvg round, ``(N w_global - n_f w_f) / (N - n_f)``, which the server can form
+from the updates it received. The forget site ascends its loss while the weights
+are kept inside the L2 ball of radius ``radius_fraction * ||w_ref - w_random||``
+around ``w_ref``; retain fine-tuning follows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import nn
+
+from fedforget.unlearning.bad_teacher import random_twin
+from fedforget.unlearning.base import FORGET, RETAIN, Method, MethodState, Phase, Tensors, trainable
+from fedforget.unlearning.ga import negated
+
+
+def reference_model(global_state: Tensors, forget_state: Tensors, total_examples: int, forget_examples: int) -> Tensors:
+    """The FedAvg average without the forget site, recovered from the global and its update."""
+    if not 0 < forget_examples < total_examples:
+        raise ValueError(f"need 0 < forget examples ({forget_examples}) < total examples ({total_examples})")
+    rest = total_examples - forget_examples
+    return {k: (total_examples * global_state[k].float() - forget_examples * forget_state[k].float()) / rest
+            for k in global_state}
+
+
+def project_to_ball(model: nn.Module, centre: Tensors, radius: float) -> None:
+    params = trainable(model)
+    distance = torch.sqrt(sum(torch.sum((p - centre[k].to(p.device)) ** 2) for k, p in params.items()))
+    if float(distance) > radius:
+        scale = radius / float(distance)
+        for k, p in params.items():
+            c = centre[k].to(p.device, p.dtype)
+            p.copy_(c + (p - c) * scale)
+
+
+class PGA(Method):
+    name = "pga"
+    needs_reference = True
+
+    def phases(self, budget: int) -> list[Phase]:
+        ascent = max(1, round(budget * self.cfg.pga.ascent_share)) if budget > 1 else 1
+        phases = [Phase("projected_ascent", "gradient", ascent, (FORGET,))]
+        if budget > ascent:
+            phases.append(Phase("repair", "gradient", budget - ascent, (RETAIN,)))
+        return phases
+
+    def combine(self, phase: Phase, params: Tensors, grads: Mapping[str, Tensors]) -> Tensors:
+        if phase.name == "repair":
+            return {k: g.clone() for k, g in grads[RETAIN].items()}
+        return negated(grads[FORGET])
+
+    def after_step(self, phase: Phase, model: nn.Module, state: MethodState) -> None:
+        if phase.name != "projected_ascent":
+            return
+        if state.reference is None:
+            raise ValueError("pga needs the retain-site reference model (the last round's site updates)")
+        if "radius" not in state.extras:
+            random_params = dict(random_twin(model, seed=12345).named_parameters())
+            gap = torch.sqrt(sum(torch.sum((random_params[k].float().cpu() - state.reference[k].float().cpu()) ** 2)
+                                 for k in trainable(model)))
+            state.extras["radius"] = self.cfg.pga.radius_fraction * float(gap)
+        project_to_ball(model, state.reference, state.extras["radius"])
