@@ -1,0 +1,66 @@
+"""Experiments compose from the Hydra groups; a wrong key or value fails before any work, naming it."""
+
+from __future__ import annotations
+
+import pytest
+
+from fedforget.configs import ConfigError, load_experiment
+from fedforget.configs.compose import split_overrides
+from fedforget.unlearning import REGISTRY
+
+
+def test_demo_is_three_brain_sites_and_one_knee_site_at_ten_to_one() -> None:
+    cfg = load_experiment("demo")
+    anatomies = [site.anatomy for site in cfg.sites.values()]
+    assert anatomies.count("brain") == 3 and anatomies.count("knee") == 1
+    assert cfg.unlearning.forget_site == "knee-0"
+    brain = sum(s.train_volumes for s in cfg.sites.values() if s.anatomy == "brain")
+    knee = sum(s.train_volumes for s in cfg.sites.values() if s.anatomy == "knee")
+    assert 8 <= brain / knee <= 12
+    assert (cfg.data.acceleration, cfg.data.center_fraction, cfg.data.mask_type) == (8, 0.04, "equispaced_fraction")
+
+
+def test_default_budget_is_ten_percent_of_training_steps() -> None:
+    cfg = load_experiment("demo")
+    assert cfg.unlearning.budget_steps(cfg.federation.training_steps) == round(0.1 * cfg.federation.training_steps)
+
+
+def test_methods_all_expands_to_the_registry() -> None:
+    assert load_experiment("smoke", ["unlearning.methods=[all]"]).unlearning.methods == list(REGISTRY)
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("unlearning.forget_site=liver-0", "unlearning.forget_site='liver-0'"),
+        ("unlearning.retain_fraction=0", "unlearning.retain_fraction=0.0"),
+        ("unlearning.retain_fraction=1.5", "unlearning.retain_fraction=1.5"),
+        ("unlearning.nl.lam=-1", "unlearning.nl.lam=-1.0"),
+        ("unlearning.ga_l1.gamma=-0.1", "unlearning.ga_l1.gamma=-0.1"),
+        ("unlearning.methods=[ft,forget_everything]", "forget_everything"),
+        ("unlearning.retain_access=cloud", "unlearning.retain_access='cloud'"),
+        ("federation.rounds=0", "federation.rounds=0"),
+        ("data.mask_type=spiral", "data.mask_type='spiral'"),
+        ("federation.roundz=3", "federation.roundz"),
+        ("model=huge", "model/huge"),
+        ("experiment=nope", "experiment/nope"),
+        ("federation.rounds=many", "federation.rounds"),
+    ],
+)
+def test_bad_config_fails_naming_the_key(override: str, expected: str) -> None:
+    experiment, overrides = ("demo", [override]) if not override.startswith("experiment=") else (
+        override.split("=")[1], [])
+    with pytest.raises(ConfigError, match=None) as caught:
+        load_experiment(experiment, overrides)
+    assert expected in str(caught.value)
+
+
+def test_budget_of_zero_steps_is_refused() -> None:
+    cfg = load_experiment("smoke", ["unlearning.steps=0", "unlearning.budget_fraction=0.01"])
+    with pytest.raises(ValueError, match="budget of 0 steps"):
+        cfg.unlearning.budget_steps(cfg.federation.training_steps)
+
+
+def test_overrides_string_splits_on_spaces_outside_brackets() -> None:
+    assert split_overrides(" a=1  unlearning.methods=[ft, nl_ft] b='x' ") == [
+        "a=1", "unlearning.methods=[ft, nl_ft]", "b='x'"]

@@ -1,0 +1,109 @@
+"""The smoke experiment through a real Flower simulation: what the run folder must hold."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from conftest import CompletedRun, fedforget_run
+
+pytestmark = pytest.mark.slow
+
+MODEL_KEYS = {"wall_seconds", "steps", "retain_fraction", "bytes_communicated", "sites"}
+SITE_KEYS = {"anatomy", "role", "poisoned", "train_slices", "test_slices"}
+METRICS = {"psnr", "ssim", "nmse"}
+
+
+def test_results_json_has_every_contract_key(smoke_run: CompletedRun) -> None:
+    results = smoke_run.results
+    assert results["schema"] == 1 and results["experiment"] == "smoke" and results["forget_site"] == "knee-0"
+    assert set(results["sites"]) == {"brain-0", "knee-0"}
+    for site in results["sites"].values():
+        assert SITE_KEYS <= set(site)
+        assert site["train_slices"] > 0 and site["test_slices"] > 0
+    assert results["sites"]["knee-0"]["role"] == "forget" and results["sites"]["brain-0"]["role"] == "retain"
+    assert set(results["models"]) == {"original", "oracle", "ft", "nl_ft"}
+    for name, model in results["models"].items():
+        assert MODEL_KEYS <= set(model), name
+        assert model["steps"] > 0 and model["wall_seconds"] > 0 and model["bytes_communicated"] > 0
+        assert set(model["sites"]) == {"brain-0", "knee-0"}
+        for site, scores in model["sites"].items():
+            assert METRICS == set(scores["test"]) and all(math.isfinite(v) for v in scores["test"].values())
+        assert METRICS == set(model["sites"]["knee-0"]["train"]), "the forget site's train split is required"
+    assert results["models"]["ft"]["retain_fraction"] == 0.5
+    for name, summary in results["summary"].items():
+        assert {"BTA", "KTA", "UA", "RTE"} <= set(summary)
+        assert summary["KTA"]["psnr"] == results["models"][name]["sites"]["knee-0"]["test"]["psnr"]
+        assert summary["UA"]["ssim"] == results["models"][name]["sites"]["knee-0"]["train"]["ssim"]
+    assert results["summary"]["oracle"]["RTE"] == 1.0
+
+
+def test_run_folder_layout(smoke_run: CompletedRun) -> None:
+    folder = smoke_run.folder
+    for name in ("config.yaml", "results.json", "report.md", "audit.json"):
+        assert (folder / name).is_file(), name
+    for model in ("original", "oracle", "ft", "nl_ft"):
+        assert (folder / "checkpoints" / f"{model}.pt").is_file(), model
+    assert smoke_run.status["status"] == "completed"
+    report = (folder / "report.md").read_text()
+    assert "knee-0" in report and "| oracle |" in report
+    audit = json.loads((folder / "audit.json").read_text())
+    assert audit["forget_site"] == "knee-0" and audit["methods"] == ["ft", "nl_ft"]
+    assert audit["model_sha256_before"] != audit["model_sha256_after"]["ft"]
+
+
+def test_fedforget_run_prints_the_run_folder_and_a_table(smoke_run: CompletedRun) -> None:
+    assert str(smoke_run.folder) in smoke_run.output
+    assert "knee-0" in smoke_run.output and "nl_ft" in smoke_run.output and "PSNR" in smoke_run.output
+
+
+def _scalars(folder: Path) -> dict[str, list[tuple[int, float]]]:
+    events = EventAccumulator(str(folder))
+    events.Reload()
+    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+def test_tensorboard_has_one_folder_per_site_with_finite_curves(smoke_run: CompletedRun) -> None:
+    board = smoke_run.folder / "tensorboard"
+    assert {p.name for p in board.iterdir()} == {"brain-0", "knee-0", "server"}
+    for site in ("brain-0", "knee-0"):
+        scalars = _scalars(board / site)
+        for phase in ("federated", "oracle", "unlearn/ft", "unlearn/nl_ft"):
+            for metric in ("psnr", "ssim", "nmse", "loss"):
+                values = scalars[f"{phase}/{metric}"]
+                assert values and all(math.isfinite(v) for _, v in values), (site, phase, metric)
+        assert [step for step, _ in scalars["federated/psnr"]] == [0, 1, 2], "round 0 plus every round"
+
+
+def test_oracle_never_saw_the_forget_site(smoke_run: CompletedRun) -> None:
+    results = smoke_run.results
+    assert results["models"]["oracle"]["trained_on"] == ["brain-0"]
+    assert results["models"]["original"]["trained_on"] == ["brain-0", "knee-0"]
+    ledger = json.loads((smoke_run.folder / "ledger.json").read_text())
+    oracle_training = [e for e in ledger if e["phase"] == "oracle"]
+    assert oracle_training and {e["site"] for e in oracle_training} == {"brain-0"}
+    assert all(e["message_type"] == "train" for e in oracle_training)
+
+
+def test_failed_run_is_reported_with_the_reason(tmp_path: Path, data_root: Path, smoke_run: CompletedRun) -> None:
+    broken_root = tmp_path / "data"
+    shutil.copytree(data_root, broken_root)
+    (broken_root / "knee-0" / "test" / "notes.h5").write_text("not an HDF5 file")
+    run = fedforget_run(["experiment=smoke", f"data.root={broken_root}"], tmp_path / "run")
+    assert run.returncode == 1
+    assert "run FAILED" in run.output and "notes.h5" in run.output and "knee-0" in run.output
+    assert run.status["status"] == "failed" and "notes.h5" in run.status["reason"]
+    assert not (run.folder / "results.json").exists(), "a failed run writes no results.json"
+
+
+def test_config_error_stops_before_anything_runs(tmp_path: Path, data_root: Path) -> None:
+    run = fedforget_run(["experiment=smoke", f"data.root={data_root}", "unlearning.forget_site=liver-0"],
+                        tmp_path / "run")
+    assert run.returncode == 2
+    assert "liver-0" in run.output and "expected one of ['brain-0', 'knee-0']" in run.output
+    assert not run.folder.exists()
