@@ -38,7 +38,7 @@ class DataConfig:
     size: int = 64
     coils: int = 4
     slices_per_volume: int = 8
-    noise_std: float = 0.002
+    noise_std: float = 0.01
     mask_type: str = "equispaced_fraction"
     acceleration: int = 8
     center_fraction: float = 0.04

@@ -1,0 +1,240 @@
+"""Synthetic fastMRI-format sites: phantoms -> coils -> noisy k-space -> HDF5.
+
+A site is a folder laid out like a fastMRI split::
+
+    site_dir/
+        synth.json          the spec, its fingerprint and the file list
+        train/<anatomy>_<seed>_train_<index:03d>.h5
+        test/<anatomy>_<seed>_test_<index:03d>.h5
+
+Every volume is a different synthetic subject (anatomy, coil placement and
+noise all drawn from seeds derived from the spec seed, the split and the
+index), so train and test subjects are disjoint. Sites are built in a
+temporary folder beside ``site_dir`` and renamed into place, so a crash
+never leaves a half-written site that looks complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .acquisition import acquire
+from .coils import coil_sensitivities
+from .hdf5io import write_multicoil_volume
+from .phantoms import PHANTOMS
+
+__all__ = ["SynthSpec", "write_synthetic_site", "ensure_synthetic_site", "SPLITS"]
+
+SPLITS = ("train", "test")
+_SPEC_FILE = "synth.json"
+# Part of every fingerprint: bump it whenever the phantoms, coils or
+# acquisition change what a given spec produces, so cached sites rebuild.
+_GENERATOR_VERSION = 1
+# fastMRI acquisition labels: axial T2 brain, coronal PD knee.
+_ACQUISITION = {"brain": "AXT2", "knee": "CORPD_FBK"}
+_STREAMS = {"anatomy": 0, "coils": 1, "noise": 2}
+
+
+@dataclass(frozen=True)
+class SynthSpec:
+    """What to synthesise for one site.
+
+    Attributes:
+        anatomy: One of ``PHANTOMS`` ("brain", "knee").
+        train_volumes: Number of training volumes (subjects), >= 1.
+        test_volumes: Number of test volumes (subjects), >= 1.
+        slices_per_volume: Slices in each volume, >= 1.
+        size: Image side in pixels (k-space and target are size x size).
+        coils: Number of receive coils, >= 1.
+        noise_std: Per-component k-space noise std (see
+            ``fedforget.recon.acquisition``), >= 0.
+        seed: Site seed; sites with the same anatomy and seed hold the same
+            subjects, so give every site its own seed.
+    """
+
+    anatomy: str
+    train_volumes: int
+    test_volumes: int
+    slices_per_volume: int
+    size: int
+    coils: int
+    noise_std: float
+    seed: int
+
+    def __post_init__(self) -> None:
+        if self.anatomy not in PHANTOMS:
+            raise ValueError(
+                f"unknown anatomy {self.anatomy!r}; valid anatomies: {sorted(PHANTOMS)}"
+            )
+        for name in ("train_volumes", "test_volumes", "slices_per_volume", "coils"):
+            value = getattr(self, name)
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, np.integer))
+                or value < 1
+            ):
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        if (
+            isinstance(self.size, bool)
+            or not isinstance(self.size, (int, np.integer))
+            or self.size < 16
+        ):
+            raise ValueError(f"size must be an integer >= 16, got {self.size!r}")
+        if not np.isfinite(self.noise_std) or self.noise_std < 0:
+            raise ValueError(
+                f"noise_std must be a finite number >= 0, got {self.noise_std!r}"
+            )
+        if (
+            isinstance(self.seed, bool)
+            or not isinstance(self.seed, (int, np.integer))
+            or self.seed < 0
+        ):
+            raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")
+
+    def to_dict(self) -> dict[str, object]:
+        """The fields as JSON-ready Python values."""
+        return {
+            "anatomy": str(self.anatomy),
+            "train_volumes": int(self.train_volumes),
+            "test_volumes": int(self.test_volumes),
+            "slices_per_volume": int(self.slices_per_volume),
+            "size": int(self.size),
+            "coils": int(self.coils),
+            "noise_std": float(self.noise_std),
+            "seed": int(self.seed),
+        }
+
+    def fingerprint(self) -> str:
+        """Stable 16-hex-digit hash of all fields and the generator version."""
+        payload = json.dumps(
+            {"spec": self.to_dict(), "generator_version": _GENERATOR_VERSION},
+            sort_keys=True,
+        )
+        return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:16]
+
+    def file_name(self, split: str, index: int) -> str:
+        """File name of one volume, e.g. ``knee_3_train_007.h5``."""
+        return f"{self.anatomy}_{self.seed}_{split}_{index:03d}.h5"
+
+    def volume_seed(self, split: str, index: int, stream: str) -> int:
+        """Seed of one random stream (anatomy, coils, noise) of one volume."""
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}; valid splits: {list(SPLITS)}")
+        sequence = np.random.SeedSequence(
+            entropy=int(self.seed),
+            spawn_key=(SPLITS.index(split), int(index), _STREAMS[stream]),
+        )
+        return int(sequence.generate_state(1, dtype=np.uint64)[0])
+
+
+def _file_list(spec: SynthSpec) -> dict[str, list[str]]:
+    counts = {"train": spec.train_volumes, "test": spec.test_volumes}
+    return {
+        split: [spec.file_name(split, i) for i in range(counts[split])]
+        for split in SPLITS
+    }
+
+
+def _write_volumes(root: Path, spec: SynthSpec) -> None:
+    phantom = PHANTOMS[spec.anatomy]
+    for split, names in _file_list(spec).items():
+        (root / split).mkdir(parents=True)
+        for index, name in enumerate(names):
+            images = phantom(
+                spec.slices_per_volume,
+                spec.size,
+                spec.volume_seed(split, index, "anatomy"),
+            )
+            maps = coil_sensitivities(
+                spec.coils,
+                (spec.size, spec.size),
+                spec.volume_seed(split, index, "coils"),
+            )
+            acq = acquire(
+                images, maps, spec.noise_std, spec.volume_seed(split, index, "noise")
+            )
+            write_multicoil_volume(
+                root / split / name,
+                acq.kspace,
+                acq.target,
+                patient_id=f"{spec.anatomy}-{spec.seed}-{split}-{index:03d}",
+                acquisition=_ACQUISITION.get(spec.anatomy, spec.anatomy.upper()),
+            )
+
+
+def write_synthetic_site(site_dir: Path, spec: SynthSpec) -> None:
+    """(Re)writes a synthetic site, replacing whatever was at ``site_dir``.
+
+    Args:
+        site_dir: The site folder (created, or replaced as a whole).
+        spec: What to synthesise.
+    """
+    site_dir = Path(site_dir)
+    site_dir.parent.mkdir(parents=True, exist_ok=True)
+    build = Path(
+        tempfile.mkdtemp(prefix=f".{site_dir.name}.build-", dir=site_dir.parent)
+    )
+    try:
+        _write_volumes(build, spec)
+        record = {
+            "spec": spec.to_dict(),
+            "fingerprint": spec.fingerprint(),
+            "files": _file_list(spec),
+        }
+        (build / _SPEC_FILE).write_text(
+            json.dumps(record, indent=2, sort_keys=True) + "\n"
+        )
+        # A directory cannot be renamed over a non-empty one: move the old
+        # site aside first, then swap the new one in and delete the old.
+        old = None
+        if site_dir.exists() or site_dir.is_symlink():
+            old = Path(
+                tempfile.mkdtemp(prefix=f".{site_dir.name}.old-", dir=site_dir.parent)
+            )
+            os.replace(site_dir, old / "site")
+        os.replace(build, site_dir)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        if build.exists():
+            shutil.rmtree(build, ignore_errors=True)
+
+
+def _is_current(site_dir: Path, spec: SynthSpec) -> bool:
+    try:
+        record = json.loads((site_dir / _SPEC_FILE).read_text())
+    except (OSError, ValueError):
+        return False
+    if not isinstance(record, dict) or record.get("fingerprint") != spec.fingerprint():
+        return False
+    return all(
+        (site_dir / split / name).is_file()
+        for split, names in _file_list(spec).items()
+        for name in names
+    )
+
+
+def ensure_synthetic_site(site_dir: Path, spec: SynthSpec) -> bool:
+    """Writes the site unless an identical one is already there.
+
+    Args:
+        site_dir: The site folder.
+        spec: What it should hold.
+
+    Returns:
+        True if the site was (re)written, False if it was already current
+        (``synth.json`` has the spec's fingerprint and every file exists).
+    """
+    site_dir = Path(site_dir)
+    if _is_current(site_dir, spec):
+        return False
+    write_synthetic_site(site_dir, spec)
+    return True
