@@ -681,7 +681,9 @@ def knee_slices(num_slices: int, size: int, seed: int) -> np.ndarray:
     density = _random_field(rng, f, 6, (0.5, 1.5), 0.5)
     strut_width = 0.34 + 0.08 * density + 0.12 * near_joint
     struts = _cover_band(trab, strut_width)
-    marrow_value = _MARROW * (1.0 - 0.7 * struts)
+    # Struts are faint on PD-weighted images (fatty marrow dominates each voxel):
+    # ~30 % darkening, not the near-black speckle of a binary network.
+    marrow_value = _MARROW * (1.0 - 0.3 * struts)
     bones = (femur, tibia, fibula)
     cortex_thick = (
         rng.uniform(0.025, 0.035) * (1.0 + 1.2 * (1.0 - flare)),
