@@ -17,6 +17,11 @@ def test_demo_is_three_brain_sites_and_one_knee_site_at_ten_to_one() -> None:
     brain = sum(s.train_volumes for s in cfg.sites.values() if s.anatomy == "brain")
     knee = sum(s.train_volumes for s in cfg.sites.values() if s.anatomy == "knee")
     assert 8 <= brain / knee <= 12
+    assert cfg.data.mask_type == "equispaced_fraction"
+
+
+def test_mask_default_is_the_papers_eight_fold_with_four_percent_centre() -> None:
+    cfg = load_experiment("smoke")
     assert (cfg.data.acceleration, cfg.data.center_fraction, cfg.data.mask_type) == (8, 0.04, "equispaced_fraction")
 
 

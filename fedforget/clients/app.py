@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+import os
+import time
 from collections.abc import Callable
 from functools import wraps
 
@@ -56,10 +58,23 @@ def describe_site(message: Message, runtime: SiteRuntime) -> Message:
     return metrics_reply(message, metrics, info=info)
 
 
+def _injected_fault(runtime: SiteRuntime, config: dict) -> None:
+    """Fail as configured by ``federation.fault`` (drills and tests of fault tolerance)."""
+    fault = runtime.cfg.federation.fault
+    if not fault.hits(runtime.name, str(config.get("phase", "")), int(config.get("server-round", 0))):
+        return
+    if fault.mode == "exit":
+        os._exit(17)  # a real crash: no reply, no cleanup
+    if fault.mode == "hang":
+        time.sleep(runtime.cfg.federation.timeout_s + 30)
+    raise RuntimeError(f"injected failure in round {config.get('server-round')} (federation.fault)")
+
+
 @app.train()
 @_site_action
 def train(message: Message, runtime: SiteRuntime) -> Message:
     config = config_of(message.content)
+    _injected_fault(runtime, config)
     model = runtime.load(message.content[ARRAYS])
     loss = train_steps(model, runtime.train_source(), int(config["first-batch"]), int(config["local-steps"]),
                        runtime.training, runtime.loss, runtime.device)

@@ -111,6 +111,36 @@ class ModelConfig:
             _require(value >= 1, f"model.{key}", value, ">= 1")
 
 
+FAULT_MODES = ("exit", "error", "hang")
+
+
+@dataclass
+class FaultConfig:
+    """Failure injection for drills and tests (off unless ``site`` or ``server_exit_after_round`` is set).
+
+    ``site`` fails its FedAvg training in rounds ``round`` .. ``round + rounds - 1``:
+    ``exit`` kills the ClientApp process, ``error`` raises, ``hang`` sleeps past the
+    server's timeout. ``server_exit_after_round`` kills the ServerApp process right
+    after that round of the original model's training is saved (the resume drill);
+    a resumed run never triggers it again.
+    """
+
+    site: str = ""
+    round: int = 0
+    rounds: int = 1
+    mode: str = "exit"
+    server_exit_after_round: int = 0
+
+    def __post_init__(self) -> None:
+        _require(self.mode in FAULT_MODES, "federation.fault.mode", self.mode, f"one of {FAULT_MODES}")
+        _require(self.rounds >= 1, "federation.fault.rounds", self.rounds, ">= 1")
+        _require(self.round >= 0, "federation.fault.round", self.round, ">= 0")
+
+    def hits(self, site: str, phase: str, server_round: int) -> bool:
+        return (phase == "federated" and site == self.site
+                and self.round <= server_round < self.round + self.rounds)
+
+
 @dataclass
 class FederationConfig:
     """FedAvg training: rounds of local Adam steps on every participating site."""
@@ -128,6 +158,7 @@ class FederationConfig:
     client_cpus: float = 1.0
     client_gpus: float = 0.0
     checkpoint_every: int = 1
+    fault: FaultConfig = field(default_factory=FaultConfig)
 
     def __post_init__(self) -> None:
         for key in ("rounds", "local_steps", "batch_size", "eval_every", "checkpoint_every"):
@@ -292,6 +323,9 @@ class ExperimentConfig:
         for name in self.sites:
             _require(bool(name) and "/" not in name and not name.startswith("."), "sites", name,
                      "site names usable as folder names")
+        fault_site = self.federation.fault.site
+        _require(not fault_site or fault_site in self.sites, "federation.fault.site", fault_site,
+                 f"empty or one of {list(self.sites)}")
 
     @property
     def site_names(self) -> list[str]:

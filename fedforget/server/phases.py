@@ -8,6 +8,7 @@ site), so sweeps over methods or retain fractions reuse them.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,14 +68,24 @@ def initial_state(session: Session) -> State:
         return {k: v.clone() for k, v in session.new_model().state_dict().items()}
 
 
-def evaluate_at_sites(session: Session, state: State, tag: str, step: int) -> SiteScores:
-    """Evaluate one model at every site (test split; the forget site's train split too) and log it."""
+def score_sites(session: Session, state: State, tag: str, step: int, tolerate: bool = False) -> SiteScores:
+    """Evaluate one model at every site (test split; the forget site's train split too).
+
+    With ``tolerate``, a site that fails is recorded as an event and left out;
+    otherwise it fails the phase (final scores must cover every site).
+    """
     contents = {}
     for site in session.sites:
         splits = "test,train" if site == session.forget_site else "test"
         contents[site] = RecordDict({ARRAYS: arrays_from_state(state),
-                                     CONFIG: ConfigRecord({"splits": splits, "phase": tag})})
-    replies = session.link.send(EVALUATE, contents, f"evaluate/{tag}", step).require_all()
+                                     CONFIG: ConfigRecord({"splits": splits, "phase": tag, "step": step})})
+    exchange = session.link.send(EVALUATE, contents, f"evaluate/{tag}", step)
+    if tolerate:
+        for site, reason in exchange.failures.items():
+            session.run.event("evaluation_failed", phase=tag, step=step, site=site, reason=reason)
+        replies = exchange.replies
+    else:
+        replies = exchange.require_all()
     scores: SiteScores = {}
     for site, content in replies.items():
         m = content[METRICS]
@@ -82,7 +93,17 @@ def evaluate_at_sites(session: Session, state: State, tag: str, step: int) -> Si
                         for split in ("test", "train") if f"{split}-psnr" in m}
         if "mia-auc" in m:
             scores[site]["mia_auc"] = float(m["mia-auc"])
+    return scores
+
+
+def log_scores(session: Session, tag: str, step: int, scores: SiteScores) -> None:
     session.boards.site_metrics(tag, step, {s: _board_values(v) for s, v in scores.items()})
+
+
+def evaluate_at_sites(session: Session, state: State, tag: str, step: int, tolerate: bool = False) -> SiteScores:
+    """Score a model at every site and write the scores to TensorBoard."""
+    scores = score_sites(session, state, tag, step, tolerate)
+    log_scores(session, tag, step, scores)
     return scores
 
 
@@ -163,28 +184,47 @@ def _save_trained(path: Path, trained: TrainedModel, key: str, name: str) -> Non
         tmp.replace(updates_path)
 
 
+@dataclass
+class TrainingHooks:
+    """Per-round work of a training phase: score the round (saved with it), then log it."""
+
+    session: Session
+    tag: str
+
+    def score(self, report: RoundReport, state: State) -> dict[str, Any]:
+        fed = self.session.cfg.federation
+        if report.round % fed.eval_every == 0 or report.round == fed.rounds:
+            return score_sites(self.session, state, self.tag, report.round, tolerate=True)
+        return {}
+
+    def completed(self, report: RoundReport, scores: dict[str, Any]) -> None:
+        session, tag = self.session, self.tag
+        for site, reason in report.failures.items():
+            session.run.event("site_failed", phase=tag, round=report.round, site=site, reason=reason)
+            session.boards.text(site, f"{tag}/failure", f"round {report.round}: {reason}", report.round)
+            session.boards.site_metrics(tag, report.round, {site: {"failed": 1.0}})
+        session.boards.site_metrics(tag, report.round, {s: {"fit_loss": v} for s, v in report.losses.items()})
+        session.boards.server_metric(f"{tag}/round_seconds", report.seconds, report.round)
+        session.boards.server_metric(f"{tag}/sites_answered", float(len(report.losses)), report.round)
+        if scores:
+            log_scores(session, tag, report.round, scores)
+        session.boards.flush()
+        if tag == PHASE_TAGS[ORIGINAL] and report.round == session.cfg.federation.fault.server_exit_after_round:
+            session.run.event("server_killed", phase=tag, after_round=report.round, reason="federation.fault")
+            os._exit(3)  # the resume drill: die like a killed process, right after the round was saved
+
+
 def _train(session: Session, name: str, sites: list[str], key: str) -> TrainedModel:
     cfg, tag = session.cfg, PHASE_TAGS[name]
     progress = Progress(session.run.checkpoints / "progress" / f"{name}.pt", key)
     saved = progress.load()
     if saved is not None:
         session.run.event("resumed", phase=tag, after_round=int(saved["round"]))
-
-    def on_round(report: RoundReport, state: State) -> None:
-        for site, reason in report.failures.items():
-            session.run.event("site_failed", phase=tag, round=report.round, site=site, reason=reason)
-            session.boards.text(site, f"{tag}/failure", f"round {report.round}: {reason}", report.round)
-        session.boards.site_metrics(tag, report.round, {s: {"fit_loss": v} for s, v in report.losses.items()})
-        session.boards.server_metric(f"{tag}/round_seconds", report.seconds, report.round)
-        if report.round % cfg.federation.eval_every == 0 or report.round == cfg.federation.rounds:
-            evaluate_at_sites(session, state, tag, report.round)
-        session.boards.flush()
-
     initial = initial_state(session)
     if saved is None:
         # Round 0: the curves' starting point; it also warms every site process up before the clock runs.
-        evaluate_at_sites(session, initial, tag, 0)
-    return train_federated(session.link, sites, initial, cfg.federation, tag, progress, on_round)
+        evaluate_at_sites(session, initial, tag, 0, tolerate=True)
+    return train_federated(session.link, sites, initial, cfg.federation, tag, progress, TrainingHooks(session, tag))
 
 
 def trained_record(session: Session, trained: TrainedModel) -> ModelRecord:

@@ -10,10 +10,10 @@ continues from the last complete round.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
@@ -65,7 +65,12 @@ class TrainedModel:
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
-RoundCallback = Callable[[RoundReport, State], None]
+class RoundHooks(Protocol):
+    """What the caller does around each round: score it (kept in the progress file), then log it."""
+
+    def score(self, report: RoundReport, state: State) -> dict[str, Any]: ...
+
+    def completed(self, report: RoundReport, scores: dict[str, Any]) -> None: ...
 
 
 @dataclass
@@ -94,9 +99,14 @@ def train_federated(
     fed: FederationConfig,
     phase: str,
     progress: Progress,
-    on_round: RoundCallback | None = None,
+    hooks: RoundHooks,
 ) -> TrainedModel:
-    """Run ``fed.rounds`` FedAvg rounds over ``sites`` (continuing a saved phase if there is one)."""
+    """Run ``fed.rounds`` FedAvg rounds over ``sites`` (continuing a saved phase if there is one).
+
+    Each round is scored, then saved, then reported to ``hooks.completed``: a server
+    killed at any point resumes at the first unsaved round, and no saved round is
+    trained or logged twice.
+    """
     strategy = SiteFedAvg([link.nodes[s] for s in sites])
     saved = progress.load()
     state = saved["state"] if saved else initial
@@ -107,29 +117,35 @@ def train_federated(
     updates: dict[str, tuple[State, int]] = saved.get("site_updates", {}) if saved else {}
     for server_round in range(done + 1, fed.rounds + 1):
         started = time.perf_counter()
-        config = ConfigRecord({"phase": phase, "local-steps": fed.local_steps,
-                               "first-batch": (server_round - 1) * fed.local_steps})
-        messages = list(strategy.configure_train(server_round, arrays_from_state(state), config, link.grid))
-        exchange = link.send_messages(messages, phase, server_round)
-        if not exchange.replies:
-            raise SiteError(",".join(sites), f"every site failed {phase} round {server_round}: {exchange.failures}")
-        replies = [exchange.messages[site] for site in exchange.replies]
-        arrays, _ = strategy.aggregate_train(server_round, replies)
-        state = state_from_arrays(arrays)
-        updates = {site: (state_from_arrays(c[ARRAYS]), int(c[METRICS]["num-examples"]))
-                   for site, c in exchange.replies.items()}
-        seconds = time.perf_counter() - started
-        wall += seconds
-        report = RoundReport(server_round, {s: float(c[METRICS]["loss"]) for s, c in exchange.replies.items()},
-                             exchange.failures, seconds)
-        history.append({"round": server_round, "losses": report.losses, "failures": report.failures})
-        if on_round:
-            on_round(report, state)
+        state, updates, report = _one_round(link, strategy, state, fed, phase, sites, server_round)
+        wall += time.perf_counter() - started
+        scores = hooks.score(report, state)
+        history.append({"round": server_round, "losses": report.losses, "failures": report.failures,
+                        "scores": scores})
         final = server_round == fed.rounds
         if server_round % fed.checkpoint_every == 0 or final:
             # The last round's site models are kept for the pga reference; earlier ones are not needed.
             progress.save(state, round=server_round, wall_seconds=wall, history=history,
                           bytes=earlier_bytes + link.ledger.bytes_in(phase), site_updates=updates if final else {})
+        hooks.completed(report, scores)
     return TrainedModel(state=state, sites=list(sites), rounds=fed.rounds, steps=fed.training_steps,
                         wall_seconds=wall, bytes_communicated=earlier_bytes + link.ledger.bytes_in(phase),
                         site_updates=updates, history=history)
+
+
+def _one_round(link: SiteLink, strategy: SiteFedAvg, state: State, fed: FederationConfig, phase: str,
+               sites: list[str], server_round: int) -> tuple[State, dict[str, tuple[State, int]], RoundReport]:
+    """One FedAvg round over the sites that answer; a round fails only if every site fails it."""
+    started = time.perf_counter()
+    config = ConfigRecord({"phase": phase, "local-steps": fed.local_steps,
+                           "first-batch": (server_round - 1) * fed.local_steps})
+    messages = list(strategy.configure_train(server_round, arrays_from_state(state), config, link.grid))
+    exchange = link.send_messages(messages, phase, server_round)
+    if not exchange.replies:
+        raise SiteError(",".join(sites), f"every site failed {phase} round {server_round}: {exchange.failures}")
+    arrays, _ = strategy.aggregate_train(server_round, [exchange.messages[site] for site in exchange.replies])
+    updates = {site: (state_from_arrays(c[ARRAYS]), int(c[METRICS]["num-examples"]))
+               for site, c in exchange.replies.items()}
+    losses = {s: float(c[METRICS]["loss"]) for s, c in exchange.replies.items()}
+    report = RoundReport(server_round, losses, exchange.failures, time.perf_counter() - started)
+    return state_from_arrays(arrays), updates, report
