@@ -1,0 +1,31 @@
+# fedforget: `make demo` and `make test` work on a fresh clone with only Python 3.11 installed.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.fedforget-installed
+CONSTRAINTS := constraints/cpu.txt
+
+.PHONY: setup demo test bench clean-outputs
+
+setup: $(STAMP)
+
+# CPU install: torch/torchvision pinned first (an unpinned torchvision pulls torch with ~6 GB of CUDA).
+$(STAMP): pyproject.toml $(CONSTRAINTS)
+	$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "fedforget needs Python 3.11")'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -c $(CONSTRAINTS) torch==2.13.0 torchvision==0.28.0
+	$(BIN)/python -m pip install -q -c $(CONSTRAINTS) -e ".[test]"
+	touch $(STAMP)
+
+demo: setup
+	$(BIN)/fedforget run experiment=demo
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+bench: setup
+	$(BIN)/python -m bench.run_all
+
+clean-outputs:
+	rm -rf outputs
