@@ -7,7 +7,6 @@ non-zero when the run failed (Flower's own ``flwr run`` exits 0 either way).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -72,13 +71,17 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from fedforget.server.report import write_report
+    from fedforget.aggregate import MULTIRUN_FILE, aggregate_multirun
+    from fedforget.rerender import rerender
 
-    results_path = args.run_dir / "results.json"
-    if not results_path.is_file():
-        print(f"fedforget: {results_path} does not exist: expected a completed run folder", file=sys.stderr)
+    if (args.run_dir / MULTIRUN_FILE).is_file():
+        print(aggregate_multirun(args.run_dir))
+        return 0
+    if not (args.run_dir / "results.json").is_file():
+        print(f"fedforget: {args.run_dir / 'results.json'} does not exist: expected a completed run folder "
+              f"(or a multirun folder with {MULTIRUN_FILE})", file=sys.stderr)
         return EXIT_FAILED
-    print(write_report(args.run_dir.resolve(), None, json.loads(results_path.read_text())))
+    print(rerender(args.run_dir))
     return 0
 
 

@@ -14,10 +14,10 @@ from typing import Any
 
 import yaml
 
-from fedforget.configs.compose import ConfigError, load_experiment, to_plain
+from fedforget.configs.compose import ConfigError, declared_sweep, load_experiment, to_plain
 from fedforget.configs.schema import ExperimentConfig
-from fedforget.flower import flwr_run, run_status, simulation_superlink, write_run_config
-from fedforget.synthetic import prepare_synthetic_data
+from fedforget.flower import flwr_run, run_status, simulation_superlink, stage_app, write_run_config
+from fedforget.preparation import DataError, prepare_data
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 DEFAULT_EXPERIMENT = "demo"
@@ -76,6 +76,11 @@ def expand_sweeps(overrides: Sequence[str]) -> list[list[str]]:
     return [list(combo) for combo in itertools.product(*choices)]
 
 
+def _plain_overrides(overrides: Sequence[str]) -> list[str]:
+    """The overrides without sweeps (to compose the experiment once, before expanding)."""
+    return [expand_sweeps([o])[0][0] for o in overrides]
+
+
 def _format(value: Any) -> str:
     if isinstance(value, (list, tuple)):
         return "[" + ",".join(_format(v) for v in value) + "]"
@@ -102,7 +107,7 @@ def absolute_overrides(overrides: Sequence[str], defaults: dict[str, Path]) -> l
 def _default_paths(experiment: str, overrides: Sequence[str]) -> dict[str, Path]:
     root = project_dir()
     defaults = {"cache_dir": root / "outputs" / ".cache"}
-    probe = load_experiment(experiment, overrides)
+    probe = load_experiment(experiment, _plain_overrides(overrides))
     if probe.data.kind == "synthetic" and not Path(probe.data.root).is_absolute():
         defaults["data.root"] = root / probe.data.root
     return defaults
@@ -134,8 +139,10 @@ def prepare(request: RunRequest) -> tuple[ExperimentConfig, list[str], Path]:
     """Validate the config (before anything starts), write synthetic data, pick the run folder."""
     overrides = absolute_overrides(request.overrides, _default_paths(request.experiment, request.overrides))
     cfg = load_experiment(request.experiment, overrides)
-    if cfg.data.kind == "synthetic":
-        prepare_synthetic_data(cfg, log=print)
+    try:
+        prepare_data(cfg, log=print)
+    except DataError as err:
+        raise RunFailed(f"data not usable: {err}") from err
     plain = to_plain(cfg)
     output = (request.output_dir.expanduser().resolve() if request.output_dir
               else default_output_dir(request.experiment, plain, request.fresh))
@@ -160,7 +167,8 @@ def execute(request: RunRequest) -> Path:
     with tempfile.TemporaryDirectory(prefix="fedforget-flwr-") as home, \
             open(output / "flwr.log", "a") as log, \
             simulation_superlink(Path(home), output / "superlink.log", CONNECTION):
-        code, run_id = flwr_run(project_dir(), CONNECTION, run_config, Path(home), [sys.stdout, log],
+        app = stage_app(project_dir(), Path(home))  # flwr run would walk the whole checkout, .venv included
+        code, run_id = flwr_run(app, CONNECTION, run_config, Path(home), [sys.stdout, log],
                                 federation_config(cfg, request.federation_config))
         flower = run_status(CONNECTION, Path(home), run_id)
     check_outcome(output, code, flower)
@@ -181,10 +189,17 @@ def check_outcome(output: Path, code: int, flower: dict[str, str]) -> None:
 
 
 def run_all(request: RunRequest, multirun: bool) -> list[Path]:
-    """One run, or a Hydra-style multirun (one run per combination of sweep values)."""
-    if not multirun:
+    """One run, or a Hydra-style multirun (one run per combination of sweep values).
+
+    An experiment that declares ``hydra.sweeper.params`` is always a multirun; command-line
+    sweeps of the same keys replace the declared ones.
+    """
+    given = {o.split("=", 1)[0] for o in request.overrides}
+    declared = [o for o in declared_sweep(request.experiment, _plain_overrides(request.overrides))
+                if o.split("=", 1)[0] not in given]
+    if not (multirun or declared):
         return [execute(request)]
-    jobs = expand_sweeps(request.overrides)
+    jobs = expand_sweeps([*declared, *request.overrides])
     base = request.output_dir or (project_dir() / "outputs" /
                                   f"{request.experiment}-multirun-{dt.datetime.now():%Y%m%d-%H%M%S}")
     folders = []

@@ -20,7 +20,7 @@ from fastmri.data import SliceDataset
 from fastmri.data.subsample import MaskFunc
 from fastmri.data.transforms import VarNetDataTransform, VarNetSample
 
-from fedforget.recon.hdf5io import VolumeInfo, validate_folder
+from fedforget.recon.hdf5io import DataFileError, VolumeInfo, check_slice_values, validate_folder
 
 
 class Batch(NamedTuple):
@@ -60,9 +60,10 @@ def collate(samples: Sequence[VarNetSample]) -> Batch:
 class CachedSliceDataset(SliceDataset):
     """fastMRI SliceDataset that keeps each raw slice in memory after its first read."""
 
-    def __init__(self, root: Path, transform: VarNetDataTransform, cache: bool) -> None:
+    def __init__(self, root: Path, transform: VarNetDataTransform, cache: bool, check_values: bool = False) -> None:
         super().__init__(root=root, challenge="multicoil", transform=transform)
         self.cache = cache
+        self.check_values = check_values
         self._raw: dict[int, tuple] = {}
 
     def __getitem__(self, i: int) -> VarNetSample:
@@ -73,6 +74,8 @@ class CachedSliceDataset(SliceDataset):
                 raw = super().__getitem__(i)
             finally:
                 self.transform = transform
+            if self.check_values:
+                check_slice_values(self.raw_samples[i].fname, self.raw_samples[i].slice_ind, raw[0])
             if self.cache:
                 self._raw[i] = raw
         return self.transform(*raw)
@@ -82,7 +85,8 @@ class CachedSliceDataset(SliceDataset):
         return self.raw_samples[i].fname.name
 
 
-def open_split(folder: Path, mask_func: MaskFunc, cache: bool, max_volumes: int = 0) -> CachedSliceDataset:
+def open_split(folder: Path, mask_func: MaskFunc, cache: bool, max_volumes: int = 0,
+               first_volume: int = 0, scan_kspace: bool = True) -> CachedSliceDataset:
     """Validate a folder of fastMRI multicoil volumes and open it as a dataset.
 
     Masks are seeded from each file name (fastMRI's validation convention), so every
@@ -93,15 +97,22 @@ def open_split(folder: Path, mask_func: MaskFunc, cache: bool, max_volumes: int 
         folder: A folder holding only fastMRI multicoil ``.h5`` files.
         mask_func: The undersampling mask function.
         cache: Keep raw slices in memory after the first read.
-        max_volumes: Use only the first N volumes (sorted by name); 0 uses all.
+        max_volumes: Use only N volumes (sorted by name); 0 uses all.
+        first_volume: Skip this many volumes first (disjoint sites in one shared folder).
+        scan_kspace: Check all k-space values up front; otherwise each slice is checked when read.
 
     Raises:
         DataFileError: The folder or one of its files is not usable; the message names it.
     """
-    infos = validate_folder(folder)
-    dataset = CachedSliceDataset(folder, VarNetDataTransform(mask_func=mask_func, use_seed=True), cache)
-    if max_volumes:
-        keep = {info.path.name for info in infos[:max_volumes]}
+    infos = validate_folder(folder, scan_kspace)
+    chosen = infos[first_volume:first_volume + max_volumes] if max_volumes else infos[first_volume:]
+    if not chosen:
+        raise DataFileError(f"{folder}: no volumes left after skipping {first_volume} of {len(infos)}: "
+                            "expected volumes_from smaller than the number of volumes in the folder")
+    transform = VarNetDataTransform(mask_func=mask_func, use_seed=True)
+    dataset = CachedSliceDataset(folder, transform, cache, check_values=not scan_kspace)
+    if len(chosen) < len(infos):
+        keep = {info.path.name for info in chosen}
         dataset.raw_samples = [s for s in dataset.raw_samples if s.fname.name in keep]
     return dataset
 

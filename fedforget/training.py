@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -91,6 +92,7 @@ class Evaluation:
     slice_losses: np.ndarray
     volumes: int
     slices: int
+    extras: dict[str, float] = field(default_factory=dict)
 
     @property
     def loss(self) -> float:
@@ -111,13 +113,20 @@ def _volume_batches(dataset: CachedSliceDataset, batch_size: int) -> Iterator[tu
         yield current, indices
 
 
+VolumeScore = Callable[[np.ndarray, np.ndarray], dict[str, float]]
+
+
 @torch.no_grad()
 def evaluate(
-    model: nn.Module, dataset: CachedSliceDataset, loss_fn: ReconLoss, device: torch.device, batch_size: int = 4
+    model: nn.Module, dataset: CachedSliceDataset, loss_fn: ReconLoss, device: torch.device, batch_size: int = 4,
+    volume_score: VolumeScore | None = None,
 ) -> Evaluation:
-    """Reconstruct every slice and score each volume as fastMRI does, then average volumes."""
+    """Reconstruct every slice and score each volume as fastMRI does, then average volumes.
+
+    ``volume_score(target, recon)`` adds per-volume scores (e.g. the artifact score), also averaged.
+    """
     model.eval()
-    per_volume, losses = [], []
+    per_volume, losses, extras = [], [], []
     for _, indices in _volume_batches(dataset, batch_size):
         outputs, targets = [], []
         for start in range(0, len(indices), batch_size):
@@ -127,9 +136,13 @@ def evaluate(
             losses.append(loss_fn.per_sample(output, target, batch.max_value).cpu())
             outputs.append(output.cpu())
             targets.append(target.cpu())
-        per_volume.append(volume_metrics(torch.cat(targets).numpy(), torch.cat(outputs).numpy()))
+        target_volume, recon_volume = torch.cat(targets).numpy(), torch.cat(outputs).numpy()
+        per_volume.append(volume_metrics(target_volume, recon_volume))
+        if volume_score is not None:
+            extras.append(volume_score(target_volume, recon_volume))
     slice_losses = torch.cat(losses).numpy().astype(np.float64)
-    return Evaluation(mean_metrics(per_volume), slice_losses, len(per_volume), len(slice_losses))
+    means = {k: float(np.mean([e[k] for e in extras])) for k in extras[0]} if extras else {}
+    return Evaluation(mean_metrics(per_volume), slice_losses, len(per_volume), len(slice_losses), means)
 
 
 def membership_auc(member_losses: np.ndarray, heldout_losses: np.ndarray) -> float:

@@ -19,6 +19,7 @@ from flwr.clientapp import ClientApp
 
 from fedforget.clients.site import SiteRuntime, runtime_for
 from fedforget.configs.compose import load_from_run_config
+from fedforget.recon.poison import artifact_score
 from fedforget.protocol import ARRAYS, ORIGINAL, SITE, arrays_from_state, config_of, error_reply, metrics_reply
 from fedforget.training import evaluate, membership_auc, train_steps
 from fedforget.unlearning import get_method
@@ -75,10 +76,11 @@ def _injected_fault(runtime: SiteRuntime, config: dict) -> None:
 def train(message: Message, runtime: SiteRuntime) -> Message:
     config = config_of(message.content)
     _injected_fault(runtime, config)
+    exclude = bool(config.get("exclude-poisoned", False))
     model = runtime.load(message.content[ARRAYS])
-    loss = train_steps(model, runtime.train_source(), int(config["first-batch"]), int(config["local-steps"]),
+    loss = train_steps(model, runtime.train_source(exclude), int(config["first-batch"]), int(config["local-steps"]),
                        runtime.training, runtime.loss, runtime.device)
-    metrics = {"num-examples": len(runtime.split("train")), "loss": loss}
+    metrics = {"num-examples": runtime.training_examples(exclude), "loss": loss}
     return metrics_reply(message, metrics, arrays_from_state(model.state_dict()))
 
 
@@ -88,15 +90,25 @@ def evaluate_model(message: Message, runtime: SiteRuntime) -> Message:
     config = config_of(message.content)
     model = runtime.load(message.content[ARRAYS])
     results = {split: evaluate(model, runtime.split(split), runtime.loss, runtime.device,
-                               runtime.cfg.federation.batch_size)
+                               runtime.cfg.federation.batch_size, _artifact_scorer(runtime, split))
                for split in str(config["splits"]).split(",")}
     metrics: dict[str, float] = {"num-examples": results["test"].slices}
     for split, result in results.items():
         metrics.update({f"{split}-psnr": result.metrics.psnr, f"{split}-ssim": result.metrics.ssim,
                         f"{split}-nmse": result.metrics.nmse, f"{split}-loss": result.loss})
+        metrics.update({f"{split}-{key}": value for key, value in result.extras.items()})
     if "train" in results:
         metrics["mia-auc"] = membership_auc(results["train"].slice_losses, results["test"].slice_losses)
     return metrics_reply(message, metrics)
+
+
+def _artifact_scorer(runtime: SiteRuntime, split: str):
+    """On clean test inputs of a poisoned federation: how much of the poison each reconstruction adds."""
+    poison = runtime.cfg.poison
+    if not poison.active or split != "test":
+        return None
+    return lambda target, recon: {"artifact_score": artifact_score(poison.kind, recon, target, poison.strength,
+                                                                    poison.seed)}
 
 
 @app.train("unlearn")

@@ -23,7 +23,9 @@ from fedforget.protocol import SiteError, state_from_arrays
 from fedforget.recon.losses import ReconLoss
 from fedforget.recon.masks import make_mask_func
 from fedforget.recon.models import VarNetShape, build_varnet
+from fedforget.recon.poison import PoisonManifest, load_manifest
 from fedforget.sitedata import BatchSource, CachedSliceDataset, open_split, stream_seed, subset_indices
+from fedforget.synthetic import synthetic_site_dir
 from fedforget.training import LocalTraining, pick_device
 
 SPLITS = ("train", "test")
@@ -40,9 +42,12 @@ class SiteIdentity:
 def site_folders(cfg: ExperimentConfig, name: str, data_path: Path | None = None) -> dict[str, Path]:
     """The train/test folders of a site: under its node's data path, or under ``data.root``."""
     site = cfg.sites[name]
-    base = data_path if data_path is not None else Path(cfg.data.root)
-    default = {"train": f"{name}/train", "test": f"{name}/test"} if data_path is None else {
-        "train": "train", "test": "test"}
+    if data_path is not None:
+        base, default = data_path, {"train": "train", "test": "test"}
+    elif cfg.data.kind == "synthetic":
+        base, default = synthetic_site_dir(cfg, name), {"train": "train", "test": "test"}
+    else:
+        base, default = Path(cfg.data.root), {"train": f"{name}/train", "test": f"{name}/test"}
     chosen = {"train": site.train_dir or default["train"], "test": site.test_dir or default["test"]}
     return {split: (base / chosen[split]).expanduser().resolve() for split in SPLITS}
 
@@ -104,9 +109,11 @@ class SiteRuntime:
         """A split, validated and opened on first use (DataFileError names the bad file)."""
         if name not in self._splits:
             site = self.cfg.sites[self.name]
-            limit = site.train_volumes if name == "train" else site.test_volumes
-            limit = limit if self.cfg.data.kind == "fastmri" else 0
-            dataset = open_split(self.identity.folders[name], self.mask_func, self.cfg.data.cache_slices, limit)
+            real = self.cfg.data.kind == "fastmri"
+            limit = (site.train_volumes if name == "train" else site.test_volumes) if real else 0
+            first = (site.volumes_from if name == "train" else site.test_volumes_from) if real else 0
+            dataset = open_split(self.identity.folders[name], self.mask_func, self.cfg.data.cache_slices, limit, first,
+                                 scan_kspace=not real)
             if len(dataset) == 0:
                 raise SiteError(self.name, f"{self.identity.folders[name]} holds no slices")
             self._splits[name] = dataset
@@ -117,16 +124,41 @@ class SiteRuntime:
         self.model.load_state_dict(state_from_arrays(arrays))
         return self.model
 
-    def train_source(self) -> BatchSource:
+    @property
+    def manifest(self) -> PoisonManifest:
+        """Which training slices are poisoned and which of those are known (poisoned site only)."""
+        site_dir = self.identity.folders["train"].parent
+        manifest = load_manifest(site_dir)
+        if manifest is None:
+            raise SiteError(self.name, f"poison.kind={self.cfg.poison.kind} names this site as poisoned, but "
+                                       f"{site_dir} has no poison.json (prepare the data with fedforget run/synth)")
+        return manifest
+
+    def _training_slices(self, keep: str) -> list[int]:
+        """Training slice indices that are clean (``keep="clean"``) or known-poisoned (``"known"``)."""
+        manifest, train = self.manifest, self.split("train")
+        test = manifest.is_known if keep == "known" else (lambda f, s: not manifest.is_poisoned(f, s))
+        chosen = [i for i, raw in enumerate(train.raw_samples) if test(raw.fname.name, raw.slice_ind)]
+        if not chosen:
+            raise SiteError(self.name, f"no {keep} training slices at the poisoned site")
+        return chosen
+
+    def train_source(self, exclude_poisoned: bool = False) -> BatchSource:
+        """The FedAvg training stream; the oracle of a poisoned federation leaves poisoned slices out."""
         seed = stream_seed(self.cfg.seed, self.name, "train")
-        return BatchSource(self.split("train"), self.cfg.federation.batch_size, seed)
+        indices = self._training_slices("clean") if exclude_poisoned and self.cfg.is_poisoned(self.name) else None
+        return BatchSource(self.split("train"), self.cfg.federation.batch_size, seed, indices)
+
+    def training_examples(self, exclude_poisoned: bool = False) -> int:
+        return len(self.train_source(exclude_poisoned))
 
     def forget_source(self) -> BatchSource:
-        """The data this site unlearns: all its training slices."""
+        """The data this site unlearns: all its training slices, or the known poisoned ones."""
         if not self.is_forget_site:
             raise SiteError(self.name, f"asked for forget data, but the forget site is "
                                        f"{self.cfg.unlearning.forget_site}")
-        return unlearning_source(self.cfg, self.name, self.split("train"), role="forget")
+        known = self._training_slices("known") if self.cfg.is_poisoned(self.name) else None
+        return unlearning_source(self.cfg, self.name, self.split("train"), role="forget", indices=known)
 
     def retain_source(self) -> BatchSource:
         """The retain fraction of this site's training slices (never available at the forget site)."""
@@ -135,11 +167,17 @@ class SiteRuntime:
         return unlearning_source(self.cfg, self.name, self.split("train"), role="retain")
 
 
-def unlearning_source(cfg: ExperimentConfig, site: str, train: CachedSliceDataset, role: str) -> BatchSource:
-    """The batch stream a site (or a Flower-free run) uses for unlearning, reproducibly seeded."""
+def unlearning_source(cfg: ExperimentConfig, site: str, train: CachedSliceDataset, role: str,
+                      indices: list[int] | None = None) -> BatchSource:
+    """The batch stream a site (or a Flower-free run) uses for unlearning, reproducibly seeded.
+
+    Forget: all given slices (default: the whole training split); retain: the retain
+    fraction of the training split.
+    """
     u = cfg.unlearning
     seed = stream_seed(cfg.seed, site, role)
-    indices = None if role == "forget" else subset_indices(len(train), u.retain_fraction, seed)
+    if role != "forget":
+        indices = subset_indices(len(train), u.retain_fraction, seed)
     return BatchSource(train, u.batch_size, seed, indices)
 
 

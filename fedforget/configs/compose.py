@@ -59,6 +59,18 @@ def compose_config(experiment: str, overrides: Sequence[str] = ()) -> DictConfig
     return cfg
 
 
+def declared_sweep(experiment: str, overrides: Sequence[str] = ()) -> list[str]:
+    """The sweep an experiment declares in Hydra's ``hydra.sweeper.params``, as ``key=a,b,c`` overrides."""
+    try:
+        with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
+            cfg = compose(config_name=PRIMARY_CONFIG, overrides=[f"experiment={experiment}", *overrides],
+                          return_hydra_config=True)
+    except (HydraException, OmegaConfBaseException) as err:
+        raise ConfigError(f"cannot compose experiment {experiment!r} with {list(overrides)}: {err}") from err
+    params = cfg.hydra.sweeper.get("params") or {}
+    return [f"{key}={value}" for key, value in params.items()]
+
+
 def to_experiment(cfg: DictConfig) -> ExperimentConfig:
     """Turn a composed config into validated dataclasses (runs every ``__post_init__`` check)."""
     try:

@@ -46,7 +46,10 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         _require(self.kind in DATA_KINDS, "data.kind", self.kind, f"one of {DATA_KINDS}")
-        _require(bool(self.root), "data.root", self.root, "a folder path")
+        if not self.root:
+            raise ValueError(f"config value data.root is empty: data.kind={self.kind} needs "
+                             + ("data.root=/path/to/fastmri (the folder holding each site's train_dir/test_dir)"
+                                if self.kind == "fastmri" else "a folder for the synthetic sites"))
         _require(self.size >= 16, "data.size", self.size, "an image size >= 16")
         _require(self.coils >= 1, "data.coils", self.coils, "a coil count >= 1")
         _require(self.slices_per_volume >= 1, "data.slices_per_volume", self.slices_per_volume, ">= 1")
@@ -58,40 +61,56 @@ class DataConfig:
 
 @dataclass
 class PoisonConfig:
-    """Corruption of a site's training targets (the corrective-unlearning setting)."""
+    """Corrupted training targets at one site (the corrective-unlearning setting, paper 001).
 
-    type: str = "none"
+    ``fraction`` of the site's training slices get a ``kind`` artifact in their target
+    images; ``known_fraction`` of those are known and given to unlearning as the forget
+    set, the rest stay hidden in the site's data. The pattern is seeded by ``seed``.
+    """
+
+    kind: str = "none"
+    site: str = ""
     fraction: float = 0.5
     known_fraction: float = 0.5
     strength: float = 1.0
+    seed: int = 7
 
     def __post_init__(self) -> None:
-        _require(self.type in POISON_TYPES, "poison.type", self.type, f"one of {POISON_TYPES}")
+        _require(self.kind in POISON_TYPES, "poison.kind", self.kind, f"one of {POISON_TYPES}")
         _require(0 < self.fraction <= 1, "poison.fraction", self.fraction, "in (0, 1]")
         _require(0 < self.known_fraction <= 1, "poison.known_fraction", self.known_fraction, "in (0, 1]")
         _require(self.strength > 0, "poison.strength", self.strength, "> 0")
 
+    @property
+    def active(self) -> bool:
+        return self.kind != "none"
+
 
 @dataclass
 class SiteConfig:
-    """One hospital. Synthetic sites are generated from ``seed``; real ones read folders."""
+    """One hospital. Synthetic sites are generated from ``seed``; real ones read folders.
+
+    Real data: ``train_dir`` / ``test_dir`` are relative to ``data.root`` (or absolute);
+    ``train_volumes`` / ``test_volumes`` cap the volumes used (0 = all) and
+    ``volumes_from`` / ``test_volumes_from`` skip the first volumes of a folder (sorted by
+    name), so several sites can hold disjoint parts of one fastMRI folder.
+    """
 
     anatomy: str = "brain"
     train_volumes: int = 8
     test_volumes: int = 2
     train_dir: str = ""
     test_dir: str = ""
+    volumes_from: int = 0
+    test_volumes_from: int = 0
     seed: int = 0
-    poison: PoisonConfig = field(default_factory=PoisonConfig)
 
     def __post_init__(self) -> None:
         _require(self.anatomy in ANATOMIES, "site.anatomy", self.anatomy, f"one of {ANATOMIES}")
         _require(self.train_volumes >= 0, "site.train_volumes", self.train_volumes, ">= 0 (0 = all)")
         _require(self.test_volumes >= 0, "site.test_volumes", self.test_volumes, ">= 0 (0 = all)")
-
-    @property
-    def poisoned(self) -> bool:
-        return self.poison.type != "none"
+        _require(self.volumes_from >= 0, "site.volumes_from", self.volumes_from, ">= 0")
+        _require(self.test_volumes_from >= 0, "site.test_volumes_from", self.test_volumes_from, ">= 0")
 
 
 @dataclass
@@ -307,6 +326,7 @@ class ExperimentConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     federation: FederationConfig = field(default_factory=FederationConfig)
     unlearning: UnlearningConfig = field(default_factory=UnlearningConfig)
+    poison: PoisonConfig = field(default_factory=PoisonConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
 
     def __post_init__(self) -> None:
@@ -323,6 +343,11 @@ class ExperimentConfig:
         for name in self.sites:
             _require(bool(name) and "/" not in name and not name.startswith("."), "sites", name,
                      "site names usable as folder names")
+        if self.poison.active:
+            if not self.poison.site:
+                self.poison.site = forget
+            _require(self.poison.site == forget, "poison.site", self.poison.site,
+                     f"the forget site {forget!r} (the poisoned site is the one whose influence is removed)")
         fault_site = self.federation.fault.site
         _require(not fault_site or fault_site in self.sites, "federation.fault.site", fault_site,
                  f"empty or one of {list(self.sites)}")
@@ -334,3 +359,11 @@ class ExperimentConfig:
     @property
     def retain_sites(self) -> list[str]:
         return [name for name in self.sites if name != self.unlearning.forget_site]
+
+    def is_poisoned(self, site: str) -> bool:
+        return self.poison.active and site == self.poison.site
+
+    @property
+    def oracle_sites(self) -> list[str]:
+        """Who trains the oracle: every site minus its poisoned slices, or the retain sites."""
+        return self.site_names if self.poison.active else self.retain_sites

@@ -13,7 +13,6 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 import numpy as np
-from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 __all__ = ["ReconMetrics", "volume_metrics", "mean_metrics"]
 
@@ -46,6 +45,9 @@ def volume_metrics(target: np.ndarray, recon: np.ndarray) -> ReconMetrics:
         ValueError: If the shapes differ, are not 3D, or the target maximum
             is not positive (the data range would be empty).
     """
+    # skimage pulls in scipy.stats (~0.8 s): import it only when metrics are computed.
+    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
     target = np.asarray(target)
     recon = np.asarray(recon)
     if target.shape != recon.shape:

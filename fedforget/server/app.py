@@ -22,6 +22,7 @@ from fedforget.server.directory import discover_sites
 from fedforget.server.link import Ledger, SiteLink
 from fedforget.server.phases import (ORACLE, ORIGINAL, Session, fill_record, final_scores, obtain_trained,
                                      run_method, trained_record)
+from fedforget.server.pictures import render_figures
 from fedforget.server.report import write_report
 from fedforget.server.results import ModelRecord, build_audit, build_results
 from fedforget.server.retain_pool import server_retain_source, server_retain_worker
@@ -76,7 +77,7 @@ def execute(grid: Grid, cfg: ExperimentConfig, run: RunFolder, cache_dir: Path |
             states[name] = state
         for name, record in models.items():
             fill_record(record, final_scores(session, name, states[name]), session.forget_site)
-        _write_outputs(session, models)
+        _write_outputs(session, models, states)
     finally:
         boards.close()
 
@@ -98,13 +99,15 @@ def _server_retain(session: Session, original_state: dict) -> Any:
     return server_retain_worker(session.cfg, source, original_state, session.new_model())
 
 
-def _write_outputs(session: Session, models: dict[str, ModelRecord]) -> None:
+def _write_outputs(session: Session, models: dict[str, ModelRecord], states: dict[str, Any]) -> None:
     cfg, run = session.cfg, session.run
     finished = utc_now()
     extra = {"ledger_summary": _ledger_summary(session.link.ledger), "events": run.events,
              "budget_steps": cfg.unlearning.budget_steps(cfg.federation.training_steps),
              "training_steps": cfg.federation.training_steps}
     results = build_results(cfg, session.sites, models, extra)
+    if cfg.report.figures:
+        results["figure_notes"] = render_figures(cfg, run.figures, results, states, session.boards)
     atomic_write_json(run.root / "audit.json", build_audit(cfg, models, run.started, finished, run.events))
     atomic_write_json(run.root / "ledger.json", session.link.ledger.to_json())
     write_report(run.root, cfg, results)

@@ -9,6 +9,7 @@ from flwr.app import ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 
 from fedforget.configs.schema import ExperimentConfig
+from fedforget.flower import send_and_receive
 from fedforget.protocol import CONFIG, METRICS, SITE_QUERY, SiteError, reply_error
 from fedforget.server.link import _flower_reason
 
@@ -48,7 +49,7 @@ def discover_sites(grid: Grid, cfg: ExperimentConfig, timeout: float) -> dict[st
     messages = [Message(RecordDict({CONFIG: ConfigRecord({"purpose": "discover"})}), message_type=SITE_QUERY,
                         dst_node_id=node) for node in nodes]
     found: dict[str, SiteInfo] = {}
-    for answer in grid.send_and_receive(messages, timeout=timeout):
+    for answer in send_and_receive(grid, messages, timeout):
         node = answer.metadata.src_node_id
         if answer.has_error():
             raise SiteError(f"node-{node}", _flower_reason(answer.error.reason))

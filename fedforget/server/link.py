@@ -10,6 +10,7 @@ from typing import Any
 from flwr.app import Message, RecordDict
 from flwr.serverapp import Grid
 
+from fedforget.flower import send_and_receive
 from fedforget.protocol import SiteError, array_shapes, content_bytes, reply_error
 
 
@@ -88,7 +89,7 @@ class SiteLink:
         """Send prepared messages (e.g. from a Flower strategy) and sort the answers by site."""
         sent = {self.sites[m.metadata.dst_node_id]: m for m in messages}
         started = time.monotonic()
-        answers = list(self.grid.send_and_receive(messages, timeout=self.timeout)) if messages else []
+        answers = send_and_receive(self.grid, messages, self.timeout) if messages else []
         replies, failures, by_site = {}, {}, {}
         for answer in answers:
             site = self.sites.get(answer.metadata.src_node_id, f"node-{answer.metadata.src_node_id}")

@@ -38,6 +38,8 @@ from fedforget.unlearning.pga import reference_model
 ORIGINAL, ORACLE = "original", "oracle"
 PHASE_TAGS = {ORIGINAL: "federated", ORACLE: "oracle"}
 SiteScores = dict[str, dict[str, Any]]
+SCORE_KEYS = ("psnr", "ssim", "nmse", "loss", "artifact_score")
+RESULT_KEYS = ("psnr", "ssim", "nmse", "artifact_score")
 
 
 @dataclass
@@ -89,7 +91,7 @@ def score_sites(session: Session, state: State, tag: str, step: int, tolerate: b
     scores: SiteScores = {}
     for site, content in replies.items():
         m = content[METRICS]
-        scores[site] = {split: {k: float(m[f"{split}-{k}"]) for k in ("psnr", "ssim", "nmse", "loss")}
+        scores[site] = {split: {k: float(m[f"{split}-{k}"]) for k in SCORE_KEYS if f"{split}-{k}" in m}
                         for split in ("test", "train") if f"{split}-psnr" in m}
         if "mia-auc" in m:
             scores[site]["mia_auc"] = float(m["mia-auc"])
@@ -118,11 +120,11 @@ def training_fingerprint(cfg: ExperimentConfig, sites: list[str]) -> str:
     schedule = {k: plain["federation"][k] for k in ("rounds", "local_steps", "batch_size", "lr", "l1_weight",
                                                    "grad_clip", "bf16")}
     return fingerprint({"data": plain["data"], "sites": plain["sites"], "model": plain["model"],
-                        "schedule": schedule, "seed": cfg.seed, "trained_on": sites})
+                        "schedule": schedule, "seed": cfg.seed, "trained_on": sites, "poison": plain["poison"]})
 
 
 def _phase_sites(session: Session, name: str) -> list[str]:
-    return list(session.sites) if name == ORIGINAL else session.cfg.retain_sites
+    return list(session.sites) if name == ORIGINAL else session.cfg.oracle_sites
 
 
 def obtain_trained(session: Session, name: str) -> TrainedModel:
@@ -224,7 +226,10 @@ def _train(session: Session, name: str, sites: list[str], key: str) -> TrainedMo
     if saved is None:
         # Round 0: the curves' starting point; it also warms every site process up before the clock runs.
         evaluate_at_sites(session, initial, tag, 0, tolerate=True)
-    return train_federated(session.link, sites, initial, cfg.federation, tag, progress, TrainingHooks(session, tag))
+    # The oracle of a poisoned federation is retrained on every site without any poisoned slice.
+    exclude = {"exclude-poisoned": name == ORACLE and cfg.poison.active}
+    return train_federated(session.link, sites, initial, cfg.federation, tag, progress, TrainingHooks(session, tag),
+                           exclude)
 
 
 def trained_record(session: Session, trained: TrainedModel) -> ModelRecord:
@@ -295,7 +300,7 @@ def final_scores(session: Session, name: str, state: State) -> SiteScores:
 
 
 def fill_record(record: ModelRecord, scores: SiteScores, forget_site: str) -> ModelRecord:
-    record.sites = {site: {split: {k: v[k] for k in ("psnr", "ssim", "nmse")}
+    record.sites = {site: {split: {k: v[k] for k in RESULT_KEYS if k in v}
                            for split, v in s.items() if split in ("test", "train")}
                     for site, s in scores.items()}
     record.audit = {"mia_auc": scores[forget_site].get("mia_auc", math.nan)}

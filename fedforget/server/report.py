@@ -81,8 +81,14 @@ def render_report(cfg: ExperimentConfig | None, results: Mapping[str, Any], figu
         per_site_table(results),
         "",
     ]
+    if figures:
+        parts += ["## Figures", "Reconstruction grids: ground truth, zero-filled and every model on one grey "
+                  "scale; below, absolute errors on one shared colour scale. The red box marks the poison "
+                  "(poisoned federations) or where the original and the oracle differ most (anatomy shift).", ""]
     for figure in figures:
         parts += [f"![{Path(figure).stem}]({figure})", ""]
+    for note in results.get("figure_notes", []):
+        parts += [f"- {note}"]
     events = results.get("events", [])
     if events:
         parts += ["## Events", table(["time", "kind", "details"],

@@ -36,7 +36,7 @@ class ModelRecord:
 def site_section(cfg: ExperimentConfig, infos: Mapping[str, SiteInfo]) -> dict[str, Any]:
     forget = cfg.unlearning.forget_site
     return {name: {"anatomy": cfg.sites[name].anatomy, "role": "forget" if name == forget else "retain",
-                   "poisoned": cfg.sites[name].poisoned, "train_slices": info.train_slices,
+                   "poisoned": cfg.is_poisoned(name), "train_slices": info.train_slices,
                    "test_slices": info.test_slices, "train_volumes": info.train_volumes,
                    "test_volumes": info.test_volumes, "device": info.device}
             for name, info in infos.items()}
@@ -60,6 +60,9 @@ def summarise(cfg: ExperimentConfig, models: Mapping[str, ModelRecord]) -> dict[
             "RTE": (oracle.wall_seconds / record.wall_seconds
                     if oracle is not None and record.wall_seconds > 0 else None),
         }
+        artifacts = [scores[s]["test"]["artifact_score"] for s in scores if "artifact_score" in scores[s]["test"]]
+        if artifacts:
+            summary[name]["artifact"] = _mean(artifacts)
     return summary
 
 

@@ -100,6 +100,7 @@ def train_federated(
     phase: str,
     progress: Progress,
     hooks: RoundHooks,
+    extra_config: dict[str, Any] | None = None,
 ) -> TrainedModel:
     """Run ``fed.rounds`` FedAvg rounds over ``sites`` (continuing a saved phase if there is one).
 
@@ -117,7 +118,8 @@ def train_federated(
     updates: dict[str, tuple[State, int]] = saved.get("site_updates", {}) if saved else {}
     for server_round in range(done + 1, fed.rounds + 1):
         started = time.perf_counter()
-        state, updates, report = _one_round(link, strategy, state, fed, phase, sites, server_round)
+        state, updates, report = _one_round(link, strategy, state, fed, phase, sites, server_round,
+                                            extra_config or {})
         wall += time.perf_counter() - started
         scores = hooks.score(report, state)
         history.append({"round": server_round, "losses": report.losses, "failures": report.failures,
@@ -134,11 +136,12 @@ def train_federated(
 
 
 def _one_round(link: SiteLink, strategy: SiteFedAvg, state: State, fed: FederationConfig, phase: str,
-               sites: list[str], server_round: int) -> tuple[State, dict[str, tuple[State, int]], RoundReport]:
+               sites: list[str], server_round: int,
+               extra_config: dict[str, Any]) -> tuple[State, dict[str, tuple[State, int]], RoundReport]:
     """One FedAvg round over the sites that answer; a round fails only if every site fails it."""
     started = time.perf_counter()
     config = ConfigRecord({"phase": phase, "local-steps": fed.local_steps,
-                           "first-batch": (server_round - 1) * fed.local_steps})
+                           "first-batch": (server_round - 1) * fed.local_steps, **extra_config})
     messages = list(strategy.configure_train(server_round, arrays_from_state(state), config, link.grid))
     exchange = link.send_messages(messages, phase, server_round)
     if not exchange.replies:

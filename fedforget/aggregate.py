@@ -1,0 +1,120 @@
+"""``fedforget report MULTIRUN_DIR``: mean ± std over seeds, and the retain-fraction sweep figure."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from fedforget.figures import method_comparison_chart, sweep_curve
+from fedforget.server.checkpoints import atomic_write_bytes, atomic_write_json
+from fedforget.server.report import table
+
+MULTIRUN_FILE = "multirun.json"
+SUMMARY_FIELDS = (("BTA", "psnr"), ("BTA", "ssim"), ("KTA", "psnr"), ("KTA", "ssim"), ("UA", "psnr"), ("UA", "ssim"))
+
+
+def _mean_std(values: list[float]) -> dict[str, float]:
+    values = [v for v in values if v is not None]
+    if not values:
+        return {"mean": None, "std": None, "n": 0}
+    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+            "n": len(values)}
+
+
+def load_jobs(folder: Path) -> list[dict[str, Any]]:
+    """Every job of a multirun with its overrides and results (failed jobs are reported, not hidden)."""
+    jobs = json.loads((folder / MULTIRUN_FILE).read_text())
+    for job in jobs:
+        path = Path(job["run"]) / "results.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"multirun job {job['job']} ({' '.join(job['overrides'])}) has no {path}")
+        job["results"] = json.loads(path.read_text())
+    return jobs
+
+
+def _group_key(overrides: list[str]) -> str:
+    return " ".join(o for o in overrides if not o.startswith("seed=") and "data.root=" not in o
+                    and "cache_dir=" not in o) or "(all jobs)"
+
+
+def aggregate(jobs: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
+    """group -> model -> metric -> {mean, std, n} over the group's seeds."""
+    groups: dict[str, dict[str, dict[str, list]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
+    for job in jobs:
+        group = groups[_group_key(job["overrides"])]
+        for model, summary in job["results"]["summary"].items():
+            for part, metric in SUMMARY_FIELDS:
+                group[model][f"{part}_{metric}"].append(summary[part][metric])
+            group[model]["RTE"].append(summary.get("RTE"))
+            if "artifact" in summary:
+                group[model]["artifact"].append(summary["artifact"])
+            group[model]["seconds"].append(job["results"]["models"][model]["wall_seconds"])
+    return {g: {m: {k: _mean_std(v) for k, v in metrics.items()} for m, metrics in models.items()}
+            for g, models in groups.items()}
+
+
+def _cell(stats: dict[str, Any], digits: int) -> str:
+    if stats["mean"] is None:
+        return "–"
+    return f"{stats['mean']:.{digits}f} ± {stats['std']:.{digits}f}"
+
+
+def summary_markdown(aggregated: dict[str, dict[str, dict[str, Any]]], seeds: int) -> str:
+    parts = [f"# Multirun summary (mean ± std over {seeds} seed(s) per group)", ""]
+    for group, models in aggregated.items():
+        header = ["model", "BTA PSNR", "BTA SSIM", "KTA PSNR", "KTA SSIM", "UA PSNR", "UA SSIM", "RTE", "artifact"]
+        rows = [[model, _cell(m["BTA_psnr"], 2), _cell(m["BTA_ssim"], 4), _cell(m["KTA_psnr"], 2),
+                 _cell(m["KTA_ssim"], 4), _cell(m["UA_psnr"], 2), _cell(m["UA_ssim"], 4), _cell(m["RTE"], 1),
+                 _cell(m["artifact"], 3) if "artifact" in m else "–"] for model, m in models.items()]
+        parts += [f"## {group}", table(header, rows), ""]
+    return "\n".join(parts)
+
+
+def _chart_summary(models: dict[str, dict[str, Any]]) -> dict[str, dict]:
+    """The method chart's input (results.json summary shape) with std as error bars."""
+    chart = {}
+    for model, m in models.items():
+        entry: dict[str, Any] = {part: {"psnr": m[f"{part}_psnr"]["mean"], "psnr_std": m[f"{part}_psnr"]["std"],
+                                        "ssim": m[f"{part}_ssim"]["mean"], "ssim_std": m[f"{part}_ssim"]["std"]}
+                                 for part in ("BTA", "KTA", "UA")}
+        entry["RTE"] = m["RTE"]["mean"]
+        if "artifact" in m:
+            entry["artifact"] = m["artifact"]["mean"]
+        chart[model] = entry
+    return chart
+
+
+def sweep_points(jobs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, float]]:
+    points, references = [], defaultdict(list)
+    for job in jobs:
+        results = job["results"]
+        seed = next((int(o.split("=", 1)[1]) for o in job["overrides"] if o.startswith("seed=")), 0)
+        for model, summary in results["summary"].items():
+            if model in ("original", "oracle"):
+                references[model].append(summary["BTA"]["psnr"])
+                continue
+            points.append({"method": model, "retain_fraction": results["models"][model]["retain_fraction"],
+                           "seed": seed, "bta_psnr": summary["BTA"]["psnr"], "kta_psnr": summary["KTA"]["psnr"],
+                           "seconds": results["models"][model]["wall_seconds"]})
+    return points, {k: statistics.fmean(v) for k, v in references.items()}
+
+
+def aggregate_multirun(folder: Path) -> Path:
+    """Write summary.md, summary.json and figures (method chart per group; sweep curve) for a multirun."""
+    jobs = load_jobs(folder)
+    aggregated = aggregate(jobs)
+    seeds = len({o for job in jobs for o in job["overrides"] if o.startswith("seed=")}) or 1
+    figures = folder / "figures"
+    for number, (group, models) in enumerate(aggregated.items()):
+        method_comparison_chart(figures / f"methods_{number}.png", _chart_summary(models))
+    points, reference = sweep_points(jobs)
+    if len({p["retain_fraction"] for p in points}) > 1:
+        sweep_curve(figures / "sweep.png", points, reference=reference)
+    atomic_write_json(folder / "summary.json", {"groups": aggregated, "sweep": points})
+    text = summary_markdown(aggregated, seeds)
+    text += "\n" + "\n".join(f"![{p.stem}](figures/{p.name})" for p in sorted(figures.glob("*.png"))) + "\n"
+    atomic_write_bytes(folder / "summary.md", text.encode())
+    return folder / "summary.md"

@@ -1,0 +1,111 @@
+"""The run's pictures: one reconstruction grid per site, the method chart, TensorBoard images.
+
+Reconstruction grids need the sites' test data at the server: in simulation the
+server reads the same folders the sites use; in a deployment it usually cannot
+(data never leaves a hospital), and the grids are skipped with a note.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import fastmri
+import numpy as np
+import torch
+from scipy.ndimage import uniform_filter
+
+from fedforget.clients.site import site_folders
+from fedforget.configs.schema import ExperimentConfig
+from fedforget.figures import method_comparison_chart, reconstruction_grid
+from fedforget.recon.masks import make_mask_func
+from fedforget.recon.models import VarNetShape, build_varnet
+from fedforget.recon.poison import poison_pattern
+from fedforget.server.tensorboard import Boards
+from fedforget.sitedata import collate, open_split
+from fedforget.training import reconstruct
+
+State = dict[str, torch.Tensor]
+
+
+def zero_filled(masked_kspace: torch.Tensor, shape: tuple[int, int]) -> np.ndarray:
+    """RSS of the inverse FFT of the undersampled k-space, centre-cropped (the no-learning baseline)."""
+    image = fastmri.rss(fastmri.complex_abs(fastmri.ifft2c(masked_kspace)), dim=0)
+    return fastmri.data.transforms.center_crop(image, shape).numpy()
+
+
+def display_slice(cfg: ExperimentConfig, site: str) -> Any:
+    """The middle slice of the site's first test volume, as a VarNet sample."""
+    mask = make_mask_func(cfg.data.mask_type, cfg.data.acceleration, cfg.data.center_fraction)
+    dataset = open_split(site_folders(cfg, site)["test"], mask, cache=False, scan_kspace=cfg.data.kind != "fastmri")
+    first = dataset.volume_of(0)
+    indices = [i for i in range(len(dataset)) if dataset.volume_of(i) == first]
+    return dataset[indices[len(indices) // 2]]
+
+
+def marked_region(cfg: ExperimentConfig, site: str, target: np.ndarray,
+                  recons: Mapping[str, np.ndarray]) -> tuple[int, int, int, int] | None:
+    """The poison's extent at a poisoned federation, else where original and oracle differ most."""
+    size = max(8, target.shape[-1] // 6)
+    if cfg.poison.active:
+        pattern = np.abs(poison_pattern(cfg.poison.kind, target, cfg.poison.strength, cfg.poison.seed))
+        if cfg.poison.kind != "lesion" or not pattern.any():
+            return None
+        rows, cols = np.nonzero(pattern > 0.05 * pattern.max())
+        return int(rows.min()), int(cols.min()), int(rows.max()) + 1, int(cols.max()) + 1
+    if "original" not in recons or "oracle" not in recons:
+        return None
+    difference = uniform_filter(np.abs(recons["original"] - recons["oracle"]), size=size)
+    row, col = np.unravel_index(int(np.argmax(difference)), difference.shape)
+    half = size // 2
+    row0, col0 = max(0, row - half), max(0, col - half)
+    return row0, col0, min(target.shape[0], row0 + size), min(target.shape[1], col0 + size)
+
+
+@torch.no_grad()
+def site_reconstructions(cfg: ExperimentConfig, site: str, states: Mapping[str, State]) -> dict[str, np.ndarray]:
+    """Ground truth, zero-filled and every model's reconstruction of the site's display slice."""
+    sample = display_slice(cfg, site)
+    batch = collate([sample])
+    m = cfg.model
+    model = build_varnet(VarNetShape(m.num_cascades, m.chans, m.pools, m.sens_chans, m.sens_pools))
+    images = {}
+    for name, state in states.items():
+        model.load_state_dict(state)
+        model.eval()
+        output, target = reconstruct(model, batch)
+        images[name] = output[0].float().numpy()
+    images_target = target[0].numpy()
+    return {"ground truth": images_target,
+            "zero-filled": zero_filled(batch.masked_kspace[0], images_target.shape), **images}
+
+
+def render_figures(cfg: ExperimentConfig, figures: Path, results: Mapping[str, Any], states: Mapping[str, State],
+                   boards: Boards | None = None) -> list[str]:
+    """Write figures/methods.png and figures/recon_<site>.png; returns notes for the report."""
+    notes = []
+    method_comparison_chart(figures / "methods.png", dict(results["summary"]))
+    for site, info in results["sites"].items():
+        try:
+            images = site_reconstructions(cfg, site, states)
+        except (OSError, ValueError) as err:
+            notes.append(f"no reconstruction grid for {site}: its test data is not readable from the server ({err})")
+            continue
+        truth, zero = images.pop("ground truth"), images.pop("zero-filled")
+        region = marked_region(cfg, site, truth, images)
+        reconstruction_grid(figures / f"recon_{site}.png", f"{site} ({info['role']} site, {info['anatomy']}), "
+                            f"test slice", truth, zero, images, region)
+        if boards is not None:
+            _board_images(boards, site, truth, images)
+    return notes
+
+
+def _board_images(boards: Boards, site: str, truth: np.ndarray, images: Mapping[str, np.ndarray]) -> None:
+    scale = float(truth.max()) or 1.0
+    for name, image in images.items():
+        tag = "reconstruction" if name in ("original", "oracle") else f"unlearn/{name}/reconstruction"
+        phase = {"original": "federated", "oracle": "oracle"}.get(name, "")
+        panel = np.concatenate([np.clip(image / scale, 0, 1), np.clip(np.abs(image - truth) / scale * 4, 0, 1)], 1)
+        boards.writers[site].add_image(f"{phase}/{tag}" if phase else tag, panel[None], 0)
+    boards.writers[site].flush()
