@@ -13,6 +13,7 @@ from fedforget.clients.site import site_folders
 from fedforget.configs.compose import ConfigError
 from fedforget.configs.schema import ExperimentConfig
 from fedforget.recon.hdf5io import DataFileError, validate_folder
+from fedforget.server.checkpoints import load_checkpoint
 from fedforget.synthetic import prepare_synthetic_data
 
 
@@ -39,10 +40,31 @@ def check_real_data(cfg: ExperimentConfig) -> dict[str, dict[str, int]]:
     return counts
 
 
+def check_checkpoint(cfg: ExperimentConfig) -> None:
+    """A removal request on a trained federation needs a readable original checkpoint."""
+    if cfg.unlearning.from_checkpoint:
+        try:
+            load_checkpoint(Path(cfg.unlearning.from_checkpoint))
+        except (FileNotFoundError, ValueError) as err:
+            raise DataError(f"unlearning.from_checkpoint: {err}") from err
+
+
+def check_synthetic_data(cfg: ExperimentConfig) -> None:
+    """Every synthetic site folder holds only valid volumes (a stray file would crash fastMRI's reader)."""
+    for name in cfg.sites:
+        for split, folder in site_folders(cfg, name).items():
+            try:
+                validate_folder(folder)
+            except DataFileError as err:
+                raise DataError(f"site {name} ({split} split): {err}") from err
+
+
 def prepare_data(cfg: ExperimentConfig, log: Callable[[str], None] = lambda _: None) -> None:
     """Make the experiment's data ready, or raise DataError / ConfigError saying why it cannot be."""
+    check_checkpoint(cfg)
     if cfg.data.kind == "synthetic":
         prepare_synthetic_data(cfg, log)
+        check_synthetic_data(cfg)
         return
     if cfg.poison.active:
         raise ConfigError("poison on real data needs a poisoned copy of the site's files, which fedforget does "

@@ -1,42 +1,12 @@
-"""Shared fixtures: synthetic data written once per session, and real fedforget runs."""
+"""Shared fixtures: synthetic data written once per session, and one real smoke run."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-@dataclass
-class CompletedRun:
-    """A finished ``fedforget run`` subprocess and its run folder."""
-
-    returncode: int
-    output: str
-    folder: Path
-
-    @property
-    def results(self) -> dict:
-        return json.loads((self.folder / "results.json").read_text())
-
-    @property
-    def status(self) -> dict:
-        return json.loads((self.folder / "status.json").read_text())
-
-
-def fedforget_run(args: list[str], folder: Path, timeout: float = 600) -> CompletedRun:
-    """Run the real CLI (``fedforget run``) in a subprocess, as a user would."""
-    command = [sys.executable, "-m", "fedforget.cli", "run", *args, "--output-dir", str(folder)]
-    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    return CompletedRun(done.returncode, done.stdout + done.stderr, folder)
+from run_helpers import CompletedRun, fedforget_run
 
 
 @pytest.fixture(scope="session")

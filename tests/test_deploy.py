@@ -36,7 +36,10 @@ from fedforget.synthetic import prepare_synthetic_data
 
 SITES = ("brain-0", "knee-0")
 # The smallest smoke run in which every phase (train, oracle, unlearn, evaluate) still runs.
-SHRUNK = ["unlearning.methods=[ft]", "federation.rounds=1", "unlearning.steps=1", "federation.timeout_s=120"]
+SHRUNK = ["unlearning.methods=[ft]", "federation.rounds=2", "federation.eval_every=2", "unlearning.steps=1",
+          "federation.timeout_s=120"]
+# The TLS run also drills a real crash: knee-0's ClientApp process dies in round 1 and must rejoin in round 2.
+CRASH = ["federation.fault.site=knee-0", "federation.fault.round=1", "federation.fault.mode=exit"]
 POLL_SECONDS = 0.1
 METRICS = {"psnr", "ssim", "nmse"}
 
@@ -214,10 +217,15 @@ def test_tls_and_node_authentication_refuse_an_unregistered_supernode(
     assert "No SuperNode found with the given public key" in link.log()
 
     started = time.monotonic()
-    out = ok(submit(federation, "hospitals", tmp_path / "run", model_cache))
+    out = ok(submit(federation, "hospitals", tmp_path / "run", model_cache, *CRASH))
     print(exchange_seconds(tmp_path / "run", time.monotonic() - started))
     assert "completed" in out
-    check_run_folder(tmp_path / "run")
+    results = check_run_folder(tmp_path / "run")
+    crashes = [e for e in results["events"] if e["kind"] == "site_failed"]
+    assert [(e["site"], e["round"]) for e in crashes] == [("knee-0", 1)], results["events"]
+    ledger = json.loads((tmp_path / "run" / "ledger.json").read_text())
+    training = {(e["step"], e["site"]): e["status"] for e in ledger if e["phase"] == "federated"}
+    assert training == {(1, "brain-0"): "ok", (1, "knee-0"): "failed", (2, "brain-0"): "ok", (2, "knee-0"): "ok"}
     nodes_seen = _node_list(coordinator)
     assert len(nodes_seen) == 2, "only the two registered keys are known to the SuperLink"
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import CompletedRun, fedforget_run
+from run_helpers import CompletedRun, fedforget_report, fedforget_run
 
 pytestmark = pytest.mark.slow
 
@@ -62,6 +62,17 @@ def test_fedforget_run_prints_the_run_folder_and_a_table(smoke_run: CompletedRun
     assert "knee-0" in smoke_run.output and "nl_ft" in smoke_run.output and "PSNR" in smoke_run.output
 
 
+def test_report_re_renders_from_the_run_folder(smoke_run: CompletedRun) -> None:
+    report = smoke_run.folder / "report.md"
+    report.unlink()
+    (smoke_run.folder / "figures" / "methods.png").unlink()
+    done = fedforget_report(smoke_run.folder)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "| ft |" in report.read_text() and (smoke_run.folder / "figures" / "methods.png").is_file()
+    for site in ("brain-0", "knee-0"):
+        assert (smoke_run.folder / "figures" / f"recon_{site}.png").is_file()
+
+
 def _scalars(folder: Path) -> dict[str, list[tuple[int, float]]]:
     events = EventAccumulator(str(folder))
     events.Reload()
@@ -97,7 +108,7 @@ def test_failed_run_is_reported_with_the_reason(tmp_path: Path, data_root: Path,
     run = fedforget_run(["experiment=smoke", f"data.root={broken_root}"], tmp_path / "run")
     assert run.returncode == 1
     assert "run FAILED" in run.output and "notes.h5" in run.output and "knee-0" in run.output
-    assert run.status["status"] == "failed" and "notes.h5" in run.status["reason"]
+    assert "not an HDF5 file" in run.output
     assert not (run.folder / "results.json").exists(), "a failed run writes no results.json"
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import CompletedRun, fedforget_run
+from run_helpers import CompletedRun, fedforget_report, fedforget_run
 from fedforget.clients.site import unlearning_source
 from fedforget.configs import load_experiment
 from fedforget.recon.losses import ReconLoss
@@ -86,27 +86,24 @@ def test_cached_original_and_oracle_are_reused(equivalence_run: CompletedRun) ->
     assert {e["model"] for e in loaded} == {"original", "oracle"}
 
 
-def test_retain_access_server_keeps_retain_sites_out_of_unlearning(tmp_path: Path, data_root: Path,
-                                                                    cache_root: Path, smoke_run: CompletedRun) -> None:
-    run = fedforget_run(["experiment=smoke", f"data.root={data_root}", f"cache_dir={cache_root}",
-                         "unlearning.methods=[nl_ft]", "unlearning.retain_access=server"], tmp_path / "run")
-    assert run.returncode == 0, run.output[-4000:]
-    ledger = json.loads((run.folder / "ledger.json").read_text())
-    unlearning = [e for e in ledger if e["phase"] == "unlearn/nl_ft"]
-    assert unlearning and {e["site"] for e in unlearning} == {"knee-0"}, "only the forget site is asked"
-    assert run.results["models"]["nl_ft"]["retain_access"] == "server"
-
-
-def test_retain_fraction_sweep_is_one_multirun(tmp_path: Path, data_root: Path, cache_root: Path,
-                                               smoke_run: CompletedRun) -> None:
+def test_retain_fraction_sweep_is_one_multirun_with_server_held_retain_data(
+        tmp_path: Path, data_root: Path, cache_root: Path, smoke_run: CompletedRun) -> None:
     base = tmp_path / "sweep"
     run = fedforget_run(["-m", "experiment=smoke", f"data.root={data_root}", f"cache_dir={cache_root}",
-                         "unlearning.methods=[ft]", "unlearning.retain_fraction=0.5,1.0"], base)
+                         "unlearning.methods=[nl_ft]", "unlearning.retain_access=server",
+                         "unlearning.retain_fraction=0.5,1.0"], base)
     assert run.returncode == 0, run.output[-4000:]
     jobs = json.loads((base / "multirun.json").read_text())
     assert [job["overrides"][-1] for job in jobs] == ["unlearning.retain_fraction=0.5",
                                                       "unlearning.retain_fraction=1.0"]
     for job, fraction in zip(jobs, (0.5, 1.0)):
-        results = json.loads((Path(job["run"]) / "results.json").read_text())
-        assert results["models"]["ft"]["retain_fraction"] == fraction
+        folder = Path(job["run"])
+        results = json.loads((folder / "results.json").read_text())
+        assert results["models"]["nl_ft"]["retain_fraction"] == fraction
+        assert results["models"]["nl_ft"]["retain_access"] == "server"
         assert {e["model"] for e in results["events"] if e["kind"] == "loaded"} == {"original", "oracle"}
+        ledger = json.loads((folder / "ledger.json").read_text())
+        unlearning = [e for e in ledger if e["phase"] == "unlearn/nl_ft"]
+        assert unlearning and {e["site"] for e in unlearning} == {"knee-0"}, "retain sites are never asked"
+    report = fedforget_report(base)
+    assert report.returncode == 0 and (base / "summary.md").is_file() and (base / "figures" / "sweep.png").is_file()

@@ -132,6 +132,14 @@ def test_nl_targets_differ_from_clean_by_the_configured_noise(setting: dict) -> 
     assert not torch.equal(noisy, noisy_targets(batch.target, batch.max_value, lam, True, seed=5, index=4))
 
 
+def test_half_normal_noise_only_brightens_the_targets(setting: dict) -> None:
+    batch = setting["forget"].batch(0)
+    noisy = noisy_targets(batch.target, batch.max_value, 0.3, True, seed=5, index=3, distribution="half_normal")
+    residual = (noisy - batch.target) / batch.max_value.view(-1, 1, 1)
+    assert float(residual.min()) >= 0
+    assert abs(float(residual.mean()) - 0.3 * (2 / torch.pi) ** 0.5) < 0.02  # E|N(0,1)| = sqrt(2/pi)
+
+
 def test_nl_with_zero_noise_is_fine_tuning_on_forget_data(setting: dict) -> None:
     cfg = load_experiment("smoke", ["unlearning.nl.lam=0"])
     model = copy.deepcopy(setting["model"])

@@ -59,23 +59,23 @@ def describe_site(message: Message, runtime: SiteRuntime) -> Message:
     return metrics_reply(message, metrics, info=info)
 
 
-def _injected_fault(runtime: SiteRuntime, config: dict) -> None:
+def _injected_fault(runtime: SiteRuntime, phase: str, step: int) -> None:
     """Fail as configured by ``federation.fault`` (drills and tests of fault tolerance)."""
     fault = runtime.cfg.federation.fault
-    if not fault.hits(runtime.name, str(config.get("phase", "")), int(config.get("server-round", 0))):
+    if not fault.hits(runtime.name, phase, step):
         return
     if fault.mode == "exit":
         os._exit(17)  # a real crash: no reply, no cleanup
     if fault.mode == "hang":
         time.sleep(runtime.cfg.federation.timeout_s + 30)
-    raise RuntimeError(f"injected failure in round {config.get('server-round')} (federation.fault)")
+    raise RuntimeError(f"injected failure in {phase} step {step} (federation.fault)")
 
 
 @app.train()
 @_site_action
 def train(message: Message, runtime: SiteRuntime) -> Message:
     config = config_of(message.content)
-    _injected_fault(runtime, config)
+    _injected_fault(runtime, str(config.get("phase", "")), int(config.get("server-round", 0)))
     exclude = bool(config.get("exclude-poisoned", False))
     model = runtime.load(message.content[ARRAYS])
     loss = train_steps(model, runtime.train_source(exclude), int(config["first-batch"]), int(config["local-steps"]),
@@ -115,6 +115,7 @@ def _artifact_scorer(runtime: SiteRuntime, split: str):
 @_site_action
 def unlearn_share(message: Message, runtime: SiteRuntime) -> Message:
     config = config_of(message.content)
+    _injected_fault(runtime, f"unlearn/{config['method']}", int(config.get("index", 0)) + 1)
     method = get_method(str(config["method"]), runtime.cfg.unlearning)
     role = str(config["role"])
     source = runtime.forget_source() if role == "forget" else runtime.retain_source()

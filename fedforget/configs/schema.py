@@ -137,14 +137,16 @@ FAULT_MODES = ("exit", "error", "hang")
 class FaultConfig:
     """Failure injection for drills and tests (off unless ``site`` or ``server_exit_after_round`` is set).
 
-    ``site`` fails its FedAvg training in rounds ``round`` .. ``round + rounds - 1``:
-    ``exit`` kills the ClientApp process, ``error`` raises, ``hang`` sleeps past the
-    server's timeout. ``server_exit_after_round`` kills the ServerApp process right
-    after that round of the original model's training is saved (the resume drill);
-    a resumed run never triggers it again.
+    ``site`` fails its work in ``phase`` (``federated``, ``oracle`` or ``unlearn/<method>``)
+    at rounds (or unlearning steps) ``round`` .. ``round + rounds - 1``: ``exit`` kills the
+    ClientApp process, ``error`` raises, ``hang`` sleeps past the server's timeout.
+    ``server_exit_after_round`` kills the ServerApp process right after that round of the
+    original model's training is saved (the resume drill); a resumed run never triggers
+    it again.
     """
 
     site: str = ""
+    phase: str = "federated"
     round: int = 0
     rounds: int = 1
     mode: str = "exit"
@@ -156,7 +158,7 @@ class FaultConfig:
         _require(self.round >= 0, "federation.fault.round", self.round, ">= 0")
 
     def hits(self, site: str, phase: str, server_round: int) -> bool:
-        return (phase == "federated" and site == self.site
+        return (phase == self.phase and site == self.site
                 and self.round <= server_round < self.round + self.rounds)
 
 
@@ -207,15 +209,25 @@ class GAL1Config:
         _require(self.gamma >= 0, "unlearning.ga_l1.gamma", self.gamma, ">= 0")
 
 
+NOISE_DISTRIBUTIONS = ("gaussian", "half_normal")
+
+
 @dataclass
 class NLConfig:
-    """Noisy labels: forget targets + ``lam * N(0, I)``, relative to each slice's max if ``relative``."""
+    """Noisy labels: forget targets + ``lam * N(0, I)``, relative to each slice's max if ``relative``.
+
+    ``distribution=half_normal`` adds ``lam * |N(0, I)|`` as the Erase-to-Enhance code did (a
+    positive bias), instead of the paper's zero-mean Gaussian.
+    """
 
     lam: float = 0.5
     relative: bool = True
+    distribution: str = "gaussian"
 
     def __post_init__(self) -> None:
         _require(self.lam >= 0, "unlearning.nl.lam", self.lam, ">= 0")
+        _require(self.distribution in NOISE_DISTRIBUTIONS, "unlearning.nl.distribution", self.distribution,
+                 f"one of {NOISE_DISTRIBUTIONS}")
 
 
 @dataclass

@@ -120,8 +120,11 @@ class SiteLink:
 
 
 def _flower_reason(reason: str) -> str:
-    """The useful last line of a Flower/Ray error reason (it wraps the site's traceback)."""
+    """The useful part of a Flower/Ray error reason (which wraps the site's traceback or Ray's report)."""
     marker = "Message: "
     if marker in reason:
         reason = reason.rsplit(marker, 1)[1]
+    elif ">:<'" in reason:  # "<class 'ray...ActorDiedError'>:<'The actor died ...\n details"
+        kind = reason.split("'")[1].rsplit(".", 1)[-1] if "'" in reason else "error"
+        reason = f"{kind}: {reason.split('>:<', 1)[1].lstrip(chr(39)).splitlines()[0]}"
     return reason.strip().strip("'>").strip() or "the site failed without a reason"
