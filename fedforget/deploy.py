@@ -365,19 +365,11 @@ def run_supernode(poll_seconds: float, arguments: Sequence[str]) -> None:
 
 # --- command line (used by deploy/*.sh) ---------------------------------------------------------------------
 
-def _split_experiment(arguments: Sequence[str]) -> tuple[str | None, list[str]]:
-    experiment, rest = None, []
-    for argument in arguments:
-        if argument.startswith("experiment="):
-            experiment = argument.split("=", 1)[1]
-        else:
-            rest.append(argument)
-    return experiment, rest
-
-
 def _cmd_submit(args: argparse.Namespace) -> int:
-    experiment, overrides = _split_experiment(args.overrides)
-    if not experiment:
+    from fedforget.runner import split_experiment
+
+    experiment, overrides = split_experiment(args.overrides)
+    if not any(argument.startswith("experiment=") for argument in args.overrides):
         print("error: name the experiment: experiment=NAME (e.g. experiment=smoke)", file=sys.stderr)
         return 2
     from fedforget.configs.compose import ConfigError, load_experiment

@@ -92,6 +92,34 @@ class Method(ABC):
         """Build per-party helpers (a random teacher) into ``ctx.extras``; called once per party."""
 
 
+class AscentThenRepair(Method):
+    """Methods that spend ``share`` of the budget moving away from the forget data, then repair on retain data."""
+
+    ascent_name: ClassVar[str]
+    ascent_roles: ClassVar[tuple[str, ...]]
+
+    @property
+    @abstractmethod
+    def share(self) -> float:
+        """Fraction of the budget spent in the ascent phase."""
+
+    @abstractmethod
+    def ascent_direction(self, grads: Mapping[str, Tensors]) -> Tensors:
+        """The update direction of an ascent step."""
+
+    def phases(self, budget: int) -> list[Phase]:
+        ascent = max(1, round(budget * self.share)) if budget > 1 else 1
+        phases = [Phase(self.ascent_name, "gradient", ascent, self.ascent_roles)]
+        if budget > ascent:
+            phases.append(Phase("repair", "gradient", budget - ascent, (RETAIN,)))
+        return phases
+
+    def combine(self, phase: Phase, params: Tensors, grads: Mapping[str, Tensors]) -> Tensors:
+        if phase.name == "repair":
+            return {k: g.clone() for k, g in grads[RETAIN].items()}
+        return self.ascent_direction(grads)
+
+
 @dataclass
 class MethodState:
     """Engine-side state a method may read in ``after_step``."""

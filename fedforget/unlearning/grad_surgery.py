@@ -10,7 +10,7 @@ from collections.abc import Mapping
 
 import torch
 
-from fedforget.unlearning.base import FORGET, RETAIN, Method, Phase, Tensors
+from fedforget.unlearning.base import FORGET, RETAIN, AscentThenRepair, Tensors
 
 
 def orthogonal_to(vector: Tensors, basis: Tensors) -> Tensors:
@@ -23,17 +23,14 @@ def orthogonal_to(vector: Tensors, basis: Tensors) -> Tensors:
     return {k: vector[k] - coefficient * basis[k] for k in vector}
 
 
-class GradSurgery(Method):
+class GradSurgery(AscentThenRepair):
     name = "grad_surgery"
+    ascent_name = "orthogonal_ascent"
+    ascent_roles = (FORGET, RETAIN)
 
-    def phases(self, budget: int) -> list[Phase]:
-        ascent = max(1, round(budget * self.cfg.grad_surgery.ascent_share)) if budget > 1 else 1
-        phases = [Phase("orthogonal_ascent", "gradient", ascent, (FORGET, RETAIN))]
-        if budget > ascent:
-            phases.append(Phase("repair", "gradient", budget - ascent, (RETAIN,)))
-        return phases
+    @property
+    def share(self) -> float:
+        return self.cfg.grad_surgery.ascent_share
 
-    def combine(self, phase: Phase, params: Tensors, grads: Mapping[str, Tensors]) -> Tensors:
-        if phase.name == "repair":
-            return {k: g.clone() for k, g in grads[RETAIN].items()}
+    def ascent_direction(self, grads: Mapping[str, Tensors]) -> Tensors:
         return {k: -g for k, g in orthogonal_to(grads[FORGET], grads[RETAIN]).items()}

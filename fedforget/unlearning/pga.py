@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from fedforget.unlearning.bad_teacher import random_twin
-from fedforget.unlearning.base import FORGET, RETAIN, Method, MethodState, Phase, Tensors, trainable
+from fedforget.unlearning.base import FORGET, AscentThenRepair, MethodState, Phase, Tensors, trainable
 from fedforget.unlearning.ga import negated
 
 
@@ -38,20 +38,17 @@ def project_to_ball(model: nn.Module, centre: Tensors, radius: float) -> None:
             p.copy_(c + (p - c) * scale)
 
 
-class PGA(Method):
+class PGA(AscentThenRepair):
     name = "pga"
     needs_reference = True
+    ascent_name = "projected_ascent"
+    ascent_roles = (FORGET,)
 
-    def phases(self, budget: int) -> list[Phase]:
-        ascent = max(1, round(budget * self.cfg.pga.ascent_share)) if budget > 1 else 1
-        phases = [Phase("projected_ascent", "gradient", ascent, (FORGET,))]
-        if budget > ascent:
-            phases.append(Phase("repair", "gradient", budget - ascent, (RETAIN,)))
-        return phases
+    @property
+    def share(self) -> float:
+        return self.cfg.pga.ascent_share
 
-    def combine(self, phase: Phase, params: Tensors, grads: Mapping[str, Tensors]) -> Tensors:
-        if phase.name == "repair":
-            return {k: g.clone() for k, g in grads[RETAIN].items()}
+    def ascent_direction(self, grads: Mapping[str, Tensors]) -> Tensors:
         return negated(grads[FORGET])
 
     def after_step(self, phase: Phase, model: nn.Module, state: MethodState) -> None:
