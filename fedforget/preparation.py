@@ -10,11 +10,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 from fedforget.clients.site import site_folders
-from fedforget.configs.compose import ConfigError
+from fedforget.configs.compose import ConfigError, fingerprint, to_plain
 from fedforget.configs.schema import ExperimentConfig
 from fedforget.recon.hdf5io import DataFileError, validate_folder
+from fedforget.recon.poison import poison_site
 from fedforget.server.checkpoints import load_checkpoint
-from fedforget.synthetic import prepare_synthetic_data
+from fedforget.synthetic import poison_spec, prepare_synthetic_data
 
 
 class DataError(ValueError):
@@ -59,17 +60,47 @@ def check_synthetic_data(cfg: ExperimentConfig) -> None:
                 raise DataError(f"site {name} ({split} split): {err}") from err
 
 
-def prepare_data(cfg: ExperimentConfig, log: Callable[[str], None] = lambda _: None) -> None:
-    """Make the experiment's data ready, or raise DataError / ConfigError saying why it cannot be."""
+def poisoned_real_copy(cfg: ExperimentConfig, log: Callable[[str], None]) -> list[str]:
+    """A poisoned working copy of the poisoned site's volumes; returns the overrides that point the site at it.
+
+    The user's files are never written: the copy under ``cache_dir/poisoned/`` links to the
+    site's chosen volumes, and ``poison_site`` replaces only the links of the files it
+    poisons by corrupted copies (so the disk cost is the poisoned volumes).
+    """
+    if not cfg.cache_dir:
+        raise ConfigError("poison on real data writes a poisoned copy under cache_dir: set cache_dir=/some/folder")
+    name, site = cfg.poison.site, cfg.sites[cfg.poison.site]
+    spec = poison_spec(cfg)
+    copy = Path(cfg.cache_dir) / "poisoned" / f"{name}-{spec.fingerprint()}-{fingerprint(to_plain(cfg)['sites'][name])}"
+    ranges = {"train": (site.volumes_from, site.train_volumes), "test": (site.test_volumes_from, site.test_volumes)}
+    for split, folder in site_folders(cfg, name).items():
+        first, count = ranges[split]
+        volumes = validate_folder(folder, scan_kspace=False)
+        chosen = volumes[first:first + count] if count else volumes[first:]
+        target = copy / split
+        target.mkdir(parents=True, exist_ok=True)
+        for info in chosen:
+            link = target / info.path.name
+            if not link.exists() and not link.is_symlink():
+                link.symlink_to(info.path.resolve())
+    manifest = poison_site(copy, spec)
+    log(f"fedforget: poisoned copy of site {name} at {copy}: {manifest.num_poisoned} {spec.kind}-poisoned "
+        f"training slices ({manifest.num_known} known)")
+    return [f"sites.{name}.train_dir={copy / 'train'}", f"sites.{name}.test_dir={copy / 'test'}",
+            f"sites.{name}.volumes_from=0", f"sites.{name}.test_volumes_from=0"]
+
+
+def prepare_data(cfg: ExperimentConfig, log: Callable[[str], None] = lambda _: None) -> list[str]:
+    """Make the experiment's data ready (or raise DataError / ConfigError saying why it cannot be).
+
+    Returns overrides the run needs on top of its own (the poisoned copy of real data).
+    """
     check_checkpoint(cfg)
     if cfg.data.kind == "synthetic":
         prepare_synthetic_data(cfg, log)
         check_synthetic_data(cfg)
-        return
-    if cfg.poison.active:
-        raise ConfigError("poison on real data needs a poisoned copy of the site's files, which fedforget does "
-                          "not write into a user's dataset: prepare it with fedforget.recon.poison.poison_site on a "
-                          "copy and point the site's train_dir at it (see README, 'Poisoned real data')")
+        return []
     for name, splits in check_real_data(cfg).items():
         log(f"fedforget: site {name}: {splits['train']} training and {splits['test']} test volumes checked "
             f"under {Path(cfg.data.root)}")
+    return poisoned_real_copy(cfg, log) if cfg.poison.active else []

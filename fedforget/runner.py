@@ -18,6 +18,7 @@ from fedforget.configs.compose import ConfigError, declared_sweep, load_experime
 from fedforget.configs.schema import ExperimentConfig
 from fedforget.flower import flwr_run, run_status, simulation_superlink, stage_app, write_run_config
 from fedforget.preparation import DataError, prepare_data
+from fedforget.recon.hdf5io import DataFileError
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 DEFAULT_EXPERIMENT = "demo"
@@ -140,9 +141,12 @@ def prepare(request: RunRequest) -> tuple[ExperimentConfig, list[str], Path]:
     overrides = absolute_overrides(request.overrides, _default_paths(request.experiment, request.overrides))
     cfg = load_experiment(request.experiment, overrides)
     try:
-        prepare_data(cfg, log=print)
-    except DataError as err:
+        extra = prepare_data(cfg, log=print)
+    except (DataError, DataFileError) as err:
         raise RunFailed(f"data not usable: {err}") from err
+    if extra:
+        overrides = [*overrides, *extra]
+        cfg = load_experiment(request.experiment, overrides)
     plain = to_plain(cfg)
     output = (request.output_dir.expanduser().resolve() if request.output_dir
               else default_output_dir(request.experiment, plain, request.fresh))
