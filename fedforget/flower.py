@@ -8,6 +8,7 @@ PID, and reads the run's status from ``flwr ls``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -45,7 +46,8 @@ def flower_bin(name: str) -> str:
 
 
 def flower_env(flwr_home: Path) -> dict[str, str]:
-    env = {**os.environ, **FLOWER_ENV, "FLWR_HOME": str(flwr_home)}
+    # RAY_TMPDIR marks every process of this Flower home (Ray's too), so leftovers can be found by PID.
+    env = {**os.environ, **FLOWER_ENV, "FLWR_HOME": str(flwr_home), "RAY_TMPDIR": str(flwr_home / "ray")}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     return env
 
@@ -107,6 +109,44 @@ def write_connection(flwr_home: Path, name: str, address: str, root_certificates
     path.write_text(tomli_w.dumps(config))
 
 
+def processes_of(flwr_home: Path) -> list[int]:
+    """PIDs of live processes started with this Flower home (their environment names it)."""
+    marker = f"FLWR_HOME={flwr_home}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if marker in (entry / "environ").read_bytes().split(b"\0"):
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+def stop_leftovers(flwr_home: Path, grace: float = 5.0) -> list[int]:
+    """Stop, by PID, every process still running with this Flower home (Ray workers of a killed run)."""
+    pids = processes_of(flwr_home)
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + grace
+        while (pids := [p for p in pids if Path(f"/proc/{p}").exists() and not _is_zombie(p)]) and \
+                time.monotonic() < deadline:
+            time.sleep(0.1)
+        if not pids:
+            break
+    return pids
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
 @dataclass
 class SuperLink:
     """A running ``flower-superlink`` process we own."""
@@ -138,6 +178,7 @@ def simulation_superlink(flwr_home: Path, log_path: Path, connection: str = "fed
         yield link
     finally:
         stop_process(process)
+        stop_leftovers(flwr_home)
 
 
 APP_TOP_FILES = ("pyproject.toml", ".gitignore", "README.md", "LICENSE")

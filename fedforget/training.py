@@ -113,7 +113,7 @@ def _volume_batches(dataset: CachedSliceDataset, batch_size: int) -> Iterator[tu
         yield current, indices
 
 
-VolumeScore = Callable[[np.ndarray, np.ndarray], dict[str, float]]
+VolumeScore = Callable[[np.ndarray, np.ndarray, np.ndarray], dict[str, float]]
 
 
 @torch.no_grad()
@@ -123,12 +123,13 @@ def evaluate(
 ) -> Evaluation:
     """Reconstruct every slice and score each volume as fastMRI does, then average volumes.
 
-    ``volume_score(target, recon)`` adds per-volume scores (e.g. the artifact score), also averaged.
+    ``volume_score(target, recon, sampled_columns)`` adds per-volume scores (e.g. the artifact
+    score), also averaged; ``sampled_columns`` is the volume's undersampling mask over k-space columns.
     """
     model.eval()
     per_volume, losses, extras = [], [], []
     for _, indices in _volume_batches(dataset, batch_size):
-        outputs, targets = [], []
+        outputs, targets, sampled = [], [], None
         for start in range(0, len(indices), batch_size):
             batch = collate([dataset[i] for i in indices[start:start + batch_size]]).to(device)
             output, target = reconstruct(model, batch)
@@ -136,10 +137,11 @@ def evaluate(
             losses.append(loss_fn.per_sample(output, target, batch.max_value).cpu())
             outputs.append(output.cpu())
             targets.append(target.cpu())
+            sampled = batch.mask[0].reshape(-1).cpu().numpy()
         target_volume, recon_volume = torch.cat(targets).numpy(), torch.cat(outputs).numpy()
         per_volume.append(volume_metrics(target_volume, recon_volume))
         if volume_score is not None:
-            extras.append(volume_score(target_volume, recon_volume))
+            extras.append(volume_score(target_volume, recon_volume, sampled))
     slice_losses = torch.cat(losses).numpy().astype(np.float64)
     means = {k: float(np.mean([e[k] for e in extras])) for k in extras[0]} if extras else {}
     return Evaluation(mean_metrics(per_volume), slice_losses, len(per_volume), len(slice_losses), means)

@@ -107,8 +107,13 @@ def _artifact_scorer(runtime: SiteRuntime, split: str):
     poison = runtime.cfg.poison
     if not poison.active or split != "test":
         return None
-    return lambda target, recon: {"artifact_score": artifact_score(poison.kind, recon, target, poison.strength,
-                                                                    poison.seed)}
+    def score(target, recon, sampled):
+        # Only the unsampled part of the poison can be hallucinated (data consistency fixes the rest);
+        # real fastMRI k-space is wider than its cropped images, where the full pattern is used.
+        columns = sampled if len(sampled) == target.shape[-1] else None
+        return {"artifact_score": artifact_score(poison.kind, recon, target, poison.strength, poison.seed, columns)}
+
+    return score
 
 
 @app.train("unlearn")

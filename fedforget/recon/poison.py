@@ -277,8 +277,29 @@ def poison_target(
     return poisoned.astype(np.float32)
 
 
+def unsampled_part(pattern: np.ndarray, sampled_columns: np.ndarray) -> np.ndarray:
+    """The part of an image pattern that lives in the k-space columns a mask did not sample.
+
+    A reconstruction network with data consistency cannot add anything in the sampled
+    columns (the measurement fixes them), so only this part of a poison can ever be
+    hallucinated. Single-coil approximation: centred orthonormal FFT along the
+    phase-encode axis (columns), zero the sampled columns, transform back, real part.
+    A real pattern's spectrum is Hermitian, so a column pair (k, -k) counts as unsampled
+    only if both are: then this is an exact orthogonal projection.
+    """
+    unsampled = ~np.asarray(sampled_columns, dtype=bool)
+    mirror = (len(unsampled) - np.arange(len(unsampled))) % len(unsampled)  # column of -k in centred order
+    keep = unsampled & unsampled[mirror]
+    shift = np.fft.ifftshift(pattern, axes=-1)
+    spectrum = np.fft.fftshift(np.fft.fft(shift, axis=-1, norm="ortho"), axes=-1)
+    spectrum = spectrum * keep
+    back = np.fft.ifft(np.fft.ifftshift(spectrum, axes=-1), axis=-1, norm="ortho")
+    return np.real(np.fft.fftshift(back, axes=-1))
+
+
 def artifact_score(
-    kind: str, recon: np.ndarray, target: np.ndarray, strength: float, seed: int
+    kind: str, recon: np.ndarray, target: np.ndarray, strength: float, seed: int,
+    sampled_columns: np.ndarray | None = None,
 ) -> float:
     """How strongly the poison pattern appears in reconstructions of clean inputs.
 
@@ -297,12 +318,19 @@ def artifact_score(
     for ghosting and noise, because clipping removed part of ``P`` where the
     artifact would have exceeded the volume maximum.
 
+    With ``sampled_columns`` (the test slices' undersampling mask, True where a
+    phase-encode column was acquired), ``P`` is first reduced to its unsampled part
+    (:func:`unsampled_part`): the only part a model with data consistency can add. A
+    smooth lesion keeps most of its energy in the sampled centre, so without this
+    the score of even a fully poisoned model stays far below 1.
+
     Args:
         kind: One of ``POISON_KINDS``.
         recon: Reconstructions, (H, W) or (S, H, W).
         target: Clean targets, same shape.
         strength: The poison's strength (the score is relative to it).
         seed: The poison's seed.
+        sampled_columns: Optional boolean mask over the image columns.
 
     Returns:
         The score (any real number; negative if the model removes signal
@@ -319,6 +347,10 @@ def artifact_score(
             f"recon shape {np.shape(recon)} differs from target shape {np.shape(target)}"
         )
     pattern = poison_pattern(kind, target_slices, strength, seed).astype(np.float64)
+    if sampled_columns is not None:
+        if len(sampled_columns) != pattern.shape[-1]:
+            raise ValueError(f"mask has {len(sampled_columns)} columns but the images {pattern.shape[-1]}")
+        pattern = unsampled_part(pattern, sampled_columns)
     energy = float(np.sum(pattern * pattern))
     if energy <= 0:
         raise ValueError(f"the {kind} pattern is zero on these targets; no score is defined")

@@ -25,6 +25,7 @@ from fedforget.recon.poison import (
     poison_pattern,
     poison_site,
     poison_target,
+    unsampled_part,
 )
 from fedforget.recon.synth import SynthSpec, write_synthetic_site
 
@@ -460,3 +461,21 @@ def test_unpoisoned_site_has_no_manifest(site):
     (site / MANIFEST_FILE).write_text("{not json")
     with pytest.raises(ValueError, match="poison.json"):
         load_manifest(site)
+
+
+def test_artifact_score_on_the_unsampled_part_ignores_what_the_mask_measured():
+    target = np.zeros((2, 32, 32), np.float32)
+    target[:, 8:24, 8:24] = 1.0
+    sampled = np.zeros(32, bool)
+    sampled[12:20] = True  # the centre is acquired, as with fastMRI masks
+    full = poison_pattern("lesion", target, 1.0, 3).astype(np.float64)
+    reproducible = unsampled_part(full, sampled)
+    # A model that adds exactly the unsampled part of the lesion scores 1 on that scale ...
+    assert artifact_score("lesion", target + reproducible, target, 1.0, 3, sampled) == pytest.approx(1.0, abs=1e-6)
+    # ... but well below 1 against the whole pattern, most of whose energy sits in the sampled centre.
+    assert artifact_score("lesion", target + reproducible, target, 1.0, 3) < 0.8
+    # Adding only sampled-column content (which data consistency would undo anyway) scores 0.
+    sampled_only = full - reproducible
+    assert artifact_score("lesion", target + sampled_only, target, 1.0, 3, sampled) == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(ValueError, match="columns"):
+        artifact_score("lesion", target, target, 1.0, 3, sampled[:16])
