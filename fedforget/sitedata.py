@@ -8,7 +8,12 @@ SliceDataset turns a stray or broken file into a bare h5py traceback.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import hashlib
+import json
 import math
+import os
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,8 +37,10 @@ class Batch(NamedTuple):
     max_value: torch.Tensor  # (B,)
 
     def to(self, device: torch.device | str) -> Batch:
-        non_blocking = torch.device(device).type == "cuda"
-        return Batch(*(t.to(device, non_blocking=non_blocking) for t in self))
+        if torch.device(device).type != "cuda":
+            return Batch(*(t.to(device) for t in self))
+        # Pinned host memory lets the copy run asynchronously with the previous step's kernels.
+        return Batch(*(t.pin_memory().to(device, non_blocking=True) for t in self))
 
     @property
     def size(self) -> int:
@@ -85,6 +92,46 @@ class CachedSliceDataset(SliceDataset):
         return self.raw_samples[i].fname.name
 
 
+def cache_root() -> Path:
+    """Where per-machine caches live (``$FEDFORGET_CACHE``, default ``~/.cache/fedforget``)."""
+    return Path(os.environ.get("FEDFORGET_CACHE", Path.home() / ".cache" / "fedforget"))
+
+
+def _file_key(path: Path) -> list[int]:
+    stat = path.stat()
+    return [stat.st_size, stat.st_mtime_ns]
+
+
+def validated_volumes(folder: Path, scan_kspace: bool) -> list[VolumeInfo]:
+    """``validate_folder`` with an on-disk memo of files already checked (same size and mtime).
+
+    A deployed SuperNode starts a fresh process for every message, so without the memo a
+    site would re-read every volume's target on every round.
+    """
+    folder = Path(folder)
+    memo_path = cache_root() / "validated" / f"{hashlib.sha1(str(folder.resolve()).encode()).hexdigest()}.json"
+    try:
+        memo = json.loads(memo_path.read_text())
+    except (OSError, ValueError):
+        memo = {}
+    entries = sorted(folder.iterdir()) if folder.is_dir() else []
+    known = [memo.get(p.name) for p in entries]
+    if entries and all(m and m["key"] == _file_key(p) and (m["scanned"] or not scan_kspace)
+                       for p, m in zip(entries, known)):
+        return [VolumeInfo(path=p, **{k: tuple(v) if isinstance(v, list) else v for k, v in m["info"].items()})
+                for p, m in zip(entries, known)]
+    infos = validate_folder(folder, scan_kspace)
+    memo = {info.path.name: {"key": _file_key(info.path), "scanned": scan_kspace,
+                             "info": {k: v for k, v in dataclasses.asdict(info).items() if k != "path"}}
+            for info in infos}
+    with contextlib.suppress(OSError):  # a read-only home only costs the memo
+        memo_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = memo_path.with_name(f".{memo_path.name}.{os.getpid()}")
+        tmp.write_text(json.dumps(memo))
+        os.replace(tmp, memo_path)
+    return infos
+
+
 def open_split(folder: Path, mask_func: MaskFunc, cache: bool, max_volumes: int = 0,
                first_volume: int = 0, scan_kspace: bool = True) -> CachedSliceDataset:
     """Validate a folder of fastMRI multicoil volumes and open it as a dataset.
@@ -104,7 +151,7 @@ def open_split(folder: Path, mask_func: MaskFunc, cache: bool, max_volumes: int 
     Raises:
         DataFileError: The folder or one of its files is not usable; the message names it.
     """
-    infos = validate_folder(folder, scan_kspace)
+    infos = validated_volumes(folder, scan_kspace)
     chosen = infos[first_volume:first_volume + max_volumes] if max_volumes else infos[first_volume:]
     if not chosen:
         raise DataFileError(f"{folder}: no volumes left after skipping {first_volume} of {len(infos)}: "

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 from run_helpers import CompletedRun, fedforget_run
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_caches(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Keep the per-machine caches (validation memo) of this test session out of the user's home."""
+    os.environ["FEDFORGET_CACHE"] = str(tmp_path_factory.mktemp("fedforget-cache"))
 
 
 @pytest.fixture(scope="session")
