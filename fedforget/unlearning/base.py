@@ -180,6 +180,57 @@ def _sum(parts: Any) -> Tensors:
     return total
 
 
+@dataclass
+class _Run:
+    """The engine's running state: optimizer, per-role batch counters, history and timing."""
+
+    method: Method
+    model: nn.Module
+    worker: Worker
+    state: MethodState
+    optimizer: torch.optim.Optimizer
+    on_step: StepCallback | None
+    calls: dict[str, int] = field(default_factory=lambda: {role: 0 for role in ROLES})
+    steps: int = 0
+    dampened: int | None = None
+    history: list[dict[str, float]] = field(default_factory=list)
+    monitoring: float = 0.0  # time spent in on_step (evaluation) is not the method's cost
+
+    def record(self, values: dict[str, float]) -> None:
+        self.history.append(values)
+        if self.on_step:
+            began = time.perf_counter()
+            self.on_step(self.steps, self.model, values)
+            self.monitoring += time.perf_counter() - began
+
+    def dampen(self, phase: Phase) -> None:
+        """One importance phase: each party's importances over at most one pass, then dampening."""
+        batches = {role: min(phase.steps, self.worker.available_batches(role)) for role in phase.roles}
+        importances = self.worker.importances(phase, batches, self.model)
+        for role in phase.roles:
+            self.calls[role] += batches[role]
+        with torch.no_grad():
+            self.dampened = self.method.dampen(self.model, importances)
+        self.record({"dampened": float(self.dampened)})
+
+    def step(self, phase: Phase) -> None:
+        """One optimizer step from the parties' gradients on their next batches."""
+        replies = self.worker.gradients(phase, {role: self.calls[role] for role in phase.roles}, self.model)
+        for role in phase.roles:
+            self.calls[role] += 1
+        params = trainable(self.model)
+        direction = self.method.combine(phase, {k: p.detach() for k, p in params.items()},
+                                        {role: r.grads for role, r in replies.items()})
+        self.optimizer.zero_grad(set_to_none=True)
+        for name, p in params.items():
+            p.grad = direction[name].to(p.device, p.dtype)
+        self.optimizer.step()
+        with torch.no_grad():
+            self.method.after_step(phase, self.model, self.state)
+        self.steps += 1
+        self.record({f"{role}_loss": r.loss for role, r in replies.items()})
+
+
 def run_unlearning(
     method: Method,
     model: nn.Module,
@@ -198,51 +249,17 @@ def run_unlearning(
         raise ValueError(f"unlearning budget must be at least 1 step, got {budget}")
     start = time.perf_counter()
     state = MethodState(original={k: v.detach().clone() for k, v in model.state_dict().items()}, reference=reference)
-    params = trainable(model)
-    optimizer = torch.optim.Adam(params.values(), lr=lr)
-    calls = {role: 0 for role in ROLES}
-    steps, dampened, history = 0, None, []
-    monitoring = 0.0  # time spent in on_step (evaluation) is not the method's cost
-
-    def notify(record: dict[str, float]) -> None:
-        nonlocal monitoring
-        if on_step:
-            began = time.perf_counter()
-            on_step(steps, model, record)
-            monitoring += time.perf_counter() - began
-
+    run = _Run(method, model, worker, state, torch.optim.Adam(trainable(model).values(), lr=lr), on_step)
     for phase in method.phases(budget):
         if phase.kind == "importance":
-            batches = {role: min(phase.steps, worker.available_batches(role)) for role in phase.roles}
-            importances = worker.importances(phase, batches, model)
-            for role in phase.roles:
-                calls[role] += batches[role]
-            with torch.no_grad():
-                dampened = method.dampen(model, importances)
-            record = {"dampened": float(dampened)}
-            history.append(record)
-            notify(record)
-            continue
-        for _ in range(phase.steps):
-            replies = worker.gradients(phase, {role: calls[role] for role in phase.roles}, model)
-            for role in phase.roles:
-                calls[role] += 1
-            direction = method.combine(phase, {k: p.detach() for k, p in params.items()},
-                                       {role: r.grads for role, r in replies.items()})
-            optimizer.zero_grad(set_to_none=True)
-            for name, p in params.items():
-                p.grad = direction[name].to(p.device, p.dtype)
-            optimizer.step()
-            with torch.no_grad():
-                method.after_step(phase, model, state)
-            steps += 1
-            record = {f"{role}_loss": r.loss for role, r in replies.items()}
-            history.append(record)
-            notify(record)
+            run.dampen(phase)
+        else:
+            for _ in range(phase.steps):
+                run.step(phase)
     return UnlearnReport(
-        method=method.name, steps=steps, budget=budget, evaluations=calls,
-        wall_seconds=time.perf_counter() - start - monitoring, bytes_communicated=worker.bytes_communicated(),
-        dampened_elements=dampened, history=history,
+        method=method.name, steps=run.steps, budget=budget, evaluations=run.calls,
+        wall_seconds=time.perf_counter() - start - run.monitoring, bytes_communicated=worker.bytes_communicated(),
+        dampened_elements=run.dampened, history=run.history,
     )
 
 
