@@ -643,9 +643,14 @@ def _restore_clean(site_dir: Path, record: PoisonManifest) -> None:
     clean_path.unlink(missing_ok=True)
 
 
+def poisoned_count(fraction: float, num_slices: int) -> int:
+    """How many of a site's ``num_slices`` training slices a poison of ``fraction`` corrupts (at least one)."""
+    return min(num_slices, max(1, round(fraction * num_slices)))
+
+
 def _choose(spec: PoisonSpec, slots: list[tuple[str, int]]) -> tuple[list[int], list[int]]:
     """Indices into ``slots`` of the poisoned slices, and of the known ones."""
-    count = min(len(slots), max(1, round(spec.fraction * len(slots))))
+    count = poisoned_count(spec.fraction, len(slots))
     poisoned = np.sort(_stream_rng(spec.seed, "select").choice(len(slots), count, replace=False))
     known_count = min(count, max(1, round(spec.known_fraction * count)))
     known = np.sort(_stream_rng(spec.seed, "known").choice(poisoned, known_count, replace=False))

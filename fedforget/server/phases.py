@@ -22,6 +22,7 @@ from fedforget.configs.schema import ExperimentConfig
 from fedforget.protocol import ARRAYS, CONFIG, EVALUATE, METRICS, SiteError, arrays_from_state
 from fedforget.recon.losses import ReconLoss
 from fedforget.recon.models import VarNetShape, build_varnet
+from fedforget.recon.poison import poisoned_count
 from fedforget.server.checkpoints import State, load_checkpoint, save_checkpoint, state_sha256
 from fedforget.server.directory import SiteInfo
 from fedforget.server.link import SiteLink
@@ -124,7 +125,16 @@ def training_fingerprint(cfg: ExperimentConfig, sites: list[str]) -> str:
 
 
 def _phase_sites(session: Session, name: str) -> list[str]:
-    return list(session.sites) if name == ORIGINAL else session.cfg.oracle_sites
+    if name == ORIGINAL:
+        return list(session.sites)
+    return [s for s in session.cfg.oracle_sites if not _wholly_poisoned(session, s)]
+
+
+def _wholly_poisoned(session: Session, site: str) -> bool:
+    """A poisoned site with no clean training slice has nothing to give the oracle."""
+    poison = session.cfg.poison
+    slices = session.sites[site].train_slices
+    return session.cfg.is_poisoned(site) and poisoned_count(poison.fraction, slices) == slices
 
 
 def obtain_trained(session: Session, name: str) -> TrainedModel:
