@@ -74,7 +74,7 @@ def plain_fedavg(
                         fed.local_steps, runtime.training, runtime.loss, runtime.device)
             updates.append(({k: v.detach().clone() for k, v in runtime.model.state_dict().items()},
                             len(runtime.split("train"))))
-        state = aggregate(updates, state, cfg.federation)
+        state = aggregate(updates, state)
         seconds += time.perf_counter() - started
         if eval_every and (server_round % eval_every == 0 or server_round == fed.rounds):
             history.append({"round": server_round, **_scores(runtimes, state)})

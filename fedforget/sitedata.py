@@ -164,11 +164,6 @@ def open_split(folder: Path, mask_func: MaskFunc, cache: bool, max_volumes: int 
     return dataset
 
 
-def volumes_in(folder: Path) -> list[VolumeInfo]:
-    """Validated volume descriptions of a folder (no slices read)."""
-    return validate_folder(folder)
-
-
 def subset_size(num_slices: int, fraction: float) -> int:
     """How many slices a ``fraction`` of ``num_slices`` is (at least one)."""
     if num_slices < 1:
