@@ -12,9 +12,10 @@ from pathlib import Path
 from fedforget.clients.site import site_folders
 from fedforget.configs.compose import ConfigError, fingerprint, to_plain
 from fedforget.configs.schema import ExperimentConfig
-from fedforget.recon.hdf5io import DataFileError, validate_folder
+from fedforget.recon.hdf5io import DataFileError
 from fedforget.recon.poison import poison_site
 from fedforget.server.checkpoints import load_checkpoint
+from fedforget.sitedata import chosen_volumes, validated_volumes
 from fedforget.synthetic import poison_spec, prepare_synthetic_data
 
 
@@ -29,11 +30,10 @@ def check_real_data(cfg: ExperimentConfig) -> dict[str, dict[str, int]]:
         counts[name] = {}
         for split, folder in site_folders(cfg, name).items():
             try:
-                volumes = validate_folder(folder, scan_kspace=False)
+                volumes = validated_volumes(folder, scan_kspace=False)
             except DataFileError as err:
                 raise DataError(f"site {name} ({split} split): {err}") from err
-            first = site.volumes_from if split == "train" else site.test_volumes_from
-            wanted = site.train_volumes if split == "train" else site.test_volumes
+            first, wanted = site.volume_range(split)
             if first >= len(volumes):
                 raise DataError(f"site {name} ({split} split): {folder} holds {len(volumes)} volumes, but the site "
                                 f"starts at volume {first}: expected fewer skipped volumes or more data")
@@ -55,7 +55,7 @@ def check_synthetic_data(cfg: ExperimentConfig) -> None:
     for name in cfg.sites:
         for split, folder in site_folders(cfg, name).items():
             try:
-                validate_folder(folder)
+                validated_volumes(folder, scan_kspace=True)
             except DataFileError as err:
                 raise DataError(f"site {name} ({split} split): {err}") from err
 
@@ -72,11 +72,8 @@ def poisoned_real_copy(cfg: ExperimentConfig, log: Callable[[str], None]) -> lis
     name, site = cfg.poison.site, cfg.sites[cfg.poison.site]
     spec = poison_spec(cfg)
     copy = Path(cfg.cache_dir) / "poisoned" / f"{name}-{spec.fingerprint()}-{fingerprint(to_plain(cfg)['sites'][name])}"
-    ranges = {"train": (site.volumes_from, site.train_volumes), "test": (site.test_volumes_from, site.test_volumes)}
     for split, folder in site_folders(cfg, name).items():
-        first, count = ranges[split]
-        volumes = validate_folder(folder, scan_kspace=False)
-        chosen = volumes[first:first + count] if count else volumes[first:]
+        chosen = chosen_volumes(validated_volumes(folder, scan_kspace=False), *site.volume_range(split))
         target = copy / split
         target.mkdir(parents=True, exist_ok=True)
         for info in chosen:

@@ -132,6 +132,11 @@ def validated_volumes(folder: Path, scan_kspace: bool) -> list[VolumeInfo]:
     return infos
 
 
+def chosen_volumes(infos: list[VolumeInfo], first: int, count: int) -> list[VolumeInfo]:
+    """``count`` volumes (0 = all the rest) from the ``first``, in name order."""
+    return infos[first:first + count] if count else infos[first:]
+
+
 def open_split(folder: Path, mask_func: MaskFunc, cache: bool, max_volumes: int = 0,
                first_volume: int = 0, scan_kspace: bool = True) -> CachedSliceDataset:
     """Validate a folder of fastMRI multicoil volumes and open it as a dataset.
@@ -152,7 +157,7 @@ def open_split(folder: Path, mask_func: MaskFunc, cache: bool, max_volumes: int 
         DataFileError: The folder or one of its files is not usable; the message names it.
     """
     infos = validated_volumes(folder, scan_kspace)
-    chosen = infos[first_volume:first_volume + max_volumes] if max_volumes else infos[first_volume:]
+    chosen = chosen_volumes(infos, first_volume, max_volumes)
     if not chosen:
         raise DataFileError(f"{folder}: no volumes left after skipping {first_volume} of {len(infos)}: "
                             "expected volumes_from smaller than the number of volumes in the folder")

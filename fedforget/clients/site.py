@@ -110,8 +110,7 @@ class SiteRuntime:
         if name not in self._splits:
             site = self.cfg.sites[self.name]
             real = self.cfg.data.kind == "fastmri"
-            limit = (site.train_volumes if name == "train" else site.test_volumes) if real else 0
-            first = (site.volumes_from if name == "train" else site.test_volumes_from) if real else 0
+            first, limit = site.volume_range(name) if real else (0, 0)
             dataset = open_split(self.identity.folders[name], self.mask_func, self.cfg.data.cache_slices, limit, first,
                                  scan_kspace=not real)
             if len(dataset) == 0:

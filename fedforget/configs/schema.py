@@ -112,6 +112,12 @@ class SiteConfig:
         _require(self.volumes_from >= 0, "site.volumes_from", self.volumes_from, ">= 0")
         _require(self.test_volumes_from >= 0, "site.test_volumes_from", self.test_volumes_from, ">= 0")
 
+    def volume_range(self, split: str) -> tuple[int, int]:
+        """The volumes of a split's folder this site uses: (first, how many; 0 = all)."""
+        if split == "train":
+            return self.volumes_from, self.train_volumes
+        return self.test_volumes_from, self.test_volumes
+
 
 @dataclass
 class ModelConfig:
