@@ -117,10 +117,9 @@ def train_federated(
     earlier_bytes = int(saved["bytes"]) if saved else 0
     updates: dict[str, tuple[State, int]] = saved.get("site_updates", {}) if saved else {}
     for server_round in range(done + 1, fed.rounds + 1):
-        started = time.perf_counter()
         state, updates, report = _one_round(link, strategy, state, fed, phase, sites, server_round,
                                             extra_config or {})
-        wall += time.perf_counter() - started
+        wall += report.seconds
         scores = hooks.score(report, state)
         history.append({"round": server_round, "losses": report.losses, "failures": report.failures,
                         "seconds": report.seconds, "scores": scores})
@@ -153,5 +152,5 @@ def _one_round(link: SiteLink, strategy: SiteFedAvg, state: State, fed: Federati
     updates = {site: (state_from_arrays(c[ARRAYS]), int(c[METRICS]["num-examples"]))
                for site, c in exchange.replies.items()}
     losses = {s: float(c[METRICS]["loss"]) for s, c in exchange.replies.items()}
-    report = RoundReport(server_round, losses, exchange.failures, time.perf_counter() - started)
-    return state_from_arrays(arrays), updates, report
+    state = state_from_arrays(arrays)
+    return state, updates, RoundReport(server_round, losses, exchange.failures, time.perf_counter() - started)
