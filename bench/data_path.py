@@ -18,10 +18,9 @@ from bench.common import write_result
 from fedforget.configs import load_experiment
 from fedforget.recon.losses import ReconLoss
 from fedforget.recon.masks import make_mask_func
-from fedforget.recon.models import VarNetShape, build_varnet
 from fedforget.sitedata import BatchSource, open_split
 from fedforget.synthetic import prepare_synthetic_data
-from fedforget.training import LocalTraining, train_steps
+from fedforget.training import LocalTraining, model_from_config, train_steps
 
 
 def read_rate(dataset, passes: int = 1) -> float:
@@ -47,8 +46,7 @@ def main(argv: list[str] | None = None) -> None:
         cached = open_split(folder, mask, cache=True)
         read_rate(cached)
         warm = read_rate(cached, passes=3)
-        m = cfg.model
-        model = build_varnet(VarNetShape(m.num_cascades, m.chans, m.pools, m.sens_chans, m.sens_pools))
+        model = model_from_config(cfg.model)
         source = BatchSource(cached, cfg.federation.batch_size, 0)
         train_steps(model, source, 0, 3, LocalTraining(1e-3), ReconLoss(), torch.device("cpu"))
         started = time.perf_counter()

@@ -11,9 +11,16 @@ import numpy as np
 import torch
 from torch import nn
 
+from fedforget.configs.schema import ModelConfig
 from fedforget.recon.losses import ReconLoss, center_crop_pair
+from fedforget.recon.models import VarNetShape, build_varnet
 from fedforget.recon.metrics import ReconMetrics, mean_metrics, volume_metrics
 from fedforget.sitedata import Batch, BatchSource, CachedSliceDataset, collate
+
+
+def model_from_config(m: ModelConfig) -> nn.Module:
+    """The E2E-VarNet a model config describes (fresh weights)."""
+    return build_varnet(VarNetShape(m.num_cascades, m.chans, m.pools, m.sens_chans, m.sens_pools))
 
 
 def pick_device(preference: str = "auto") -> torch.device:

@@ -22,11 +22,10 @@ from fedforget.configs.schema import ExperimentConfig
 from fedforget.protocol import SiteError, state_from_arrays
 from fedforget.recon.losses import ReconLoss
 from fedforget.recon.masks import make_mask_func
-from fedforget.recon.models import VarNetShape, build_varnet
 from fedforget.recon.poison import PoisonManifest, load_manifest
 from fedforget.sitedata import BatchSource, CachedSliceDataset, open_split, stream_seed, subset_indices
 from fedforget.synthetic import synthetic_site_dir
-from fedforget.training import LocalTraining, pick_device
+from fedforget.training import LocalTraining, model_from_config, pick_device
 
 SPLITS = ("train", "test")
 
@@ -89,8 +88,7 @@ class SiteRuntime:
         if simulated and self.device.type == "cpu":
             # Each simulated node owns client_cpus cores; more threads only fight the other nodes.
             torch.set_num_threads(max(1, int(cfg.federation.client_cpus)))
-        m = cfg.model
-        self.model = build_varnet(VarNetShape(m.num_cascades, m.chans, m.pools, m.sens_chans, m.sens_pools))
+        self.model = model_from_config(cfg.model)
         self.model.to(self.device)
         self.loss = ReconLoss(cfg.federation.l1_weight)
         self.mask_func = make_mask_func(cfg.data.mask_type, cfg.data.acceleration, cfg.data.center_fraction)

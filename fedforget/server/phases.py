@@ -21,7 +21,6 @@ from fedforget.configs.compose import fingerprint, to_plain
 from fedforget.configs.schema import ExperimentConfig
 from fedforget.protocol import ARRAYS, CONFIG, EVALUATE, METRICS, SiteError, arrays_from_state
 from fedforget.recon.losses import ReconLoss
-from fedforget.recon.models import VarNetShape, build_varnet
 from fedforget.recon.poison import poisoned_count
 from fedforget.server.checkpoints import State, load_checkpoint, save_checkpoint, state_sha256
 from fedforget.server.directory import SiteInfo
@@ -32,6 +31,7 @@ from fedforget.server.tensorboard import Boards
 from fedforget.sitedata import batches_per_pass, subset_size
 from fedforget.strategies.fedavg import Progress, RoundReport, TrainedModel, train_federated
 from fedforget.strategies.removal import FederatedWorker
+from fedforget.training import model_from_config
 from fedforget.unlearning import get_method
 from fedforget.unlearning.base import FORGET, RETAIN, run_unlearning
 from fedforget.unlearning.pga import reference_model
@@ -60,8 +60,7 @@ class Session:
         return self.cfg.unlearning.forget_site
 
     def new_model(self) -> nn.Module:
-        m = self.cfg.model
-        return build_varnet(VarNetShape(m.num_cascades, m.chans, m.pools, m.sens_chans, m.sens_pools))
+        return model_from_config(self.cfg.model)
 
 
 def initial_state(session: Session) -> State:

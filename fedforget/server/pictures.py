@@ -15,16 +15,16 @@ import fastmri
 import numpy as np
 import torch
 from scipy.ndimage import uniform_filter
+from torch import nn
 
 from fedforget.clients.site import site_folders
 from fedforget.configs.schema import ExperimentConfig
 from fedforget.figures import method_comparison_chart, reconstruction_grid
 from fedforget.recon.masks import make_mask_func
-from fedforget.recon.models import VarNetShape, build_varnet
 from fedforget.recon.poison import poison_pattern
 from fedforget.server.tensorboard import Boards
 from fedforget.sitedata import collate, open_split
-from fedforget.training import reconstruct
+from fedforget.training import model_from_config, reconstruct
 
 State = dict[str, torch.Tensor]
 
@@ -64,12 +64,11 @@ def marked_region(cfg: ExperimentConfig, site: str, target: np.ndarray,
 
 
 @torch.no_grad()
-def site_reconstructions(cfg: ExperimentConfig, site: str, states: Mapping[str, State]) -> dict[str, np.ndarray]:
+def site_reconstructions(cfg: ExperimentConfig, site: str, states: Mapping[str, State],
+                         model: nn.Module) -> dict[str, np.ndarray]:
     """Ground truth, zero-filled and every model's reconstruction of the site's display slice."""
     sample = display_slice(cfg, site)
     batch = collate([sample])
-    m = cfg.model
-    model = build_varnet(VarNetShape(m.num_cascades, m.chans, m.pools, m.sens_chans, m.sens_pools))
     images = {}
     for name, state in states.items():
         model.load_state_dict(state)
@@ -86,9 +85,10 @@ def render_figures(cfg: ExperimentConfig, figures: Path, results: Mapping[str, A
     """Write figures/methods.png and figures/recon_<site>.png; returns notes for the report."""
     notes = []
     method_comparison_chart(figures / "methods.png", dict(results["summary"]))
+    model = model_from_config(cfg.model)
     for site, info in results["sites"].items():
         try:
-            images = site_reconstructions(cfg, site, states)
+            images = site_reconstructions(cfg, site, states, model)
         except (OSError, ValueError) as err:
             notes.append(f"no reconstruction grid for {site}: its test data is not readable from the server ({err})")
             continue
