@@ -16,11 +16,12 @@ import torch
 
 from bench.common import write_result
 from fedforget.configs import load_experiment
+from fedforget.data.batches import BatchSource
+from fedforget.data.datasets import open_split
+from fedforget.data.synthetic import prepare_synthetic_data
+from fedforget.learning.training import LocalTraining, model_from_config, train_steps
 from fedforget.recon.losses import ReconLoss
 from fedforget.recon.masks import make_mask_func
-from fedforget.sitedata import BatchSource, open_split
-from fedforget.synthetic import prepare_synthetic_data
-from fedforget.training import LocalTraining, model_from_config, train_steps
 
 
 def read_rate(dataset, passes: int = 1) -> float:

@@ -22,9 +22,9 @@ import torch
 
 from bench.common import write_result
 from fedforget.configs import load_experiment
-from fedforget.plain import plain_fedavg
-from fedforget.server.checkpoints import load_checkpoint
-from fedforget.synthetic import prepare_synthetic_data
+from fedforget.data.synthetic import prepare_synthetic_data
+from fedforget.learning.checkpoints import load_checkpoint
+from fedforget.learning.plain_loop import plain_fedavg
 
 REPO = Path(__file__).resolve().parents[1]
 

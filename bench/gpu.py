@@ -18,11 +18,11 @@ import torch
 from fastmri.data.transforms import VarNetSample
 
 from bench.common import write_result
+from fedforget.data.batches import BatchSource
+from fedforget.learning.training import LocalTraining, autocast, train_steps
 from fedforget.recon.losses import ReconLoss
 from fedforget.recon.masks import make_mask_func
 from fedforget.recon.models import PRESETS, build_varnet
-from fedforget.sitedata import BatchSource
-from fedforget.training import LocalTraining, autocast, train_steps
 
 SIZES = {"brain": (16, 640, 320), "knee": (15, 640, 368)}
 

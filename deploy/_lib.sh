@@ -65,9 +65,9 @@ check_port() {
         || die "port '$1' must be a number between 1 and 65535"
 }
 
-# `python -m fedforget.deploy ...` from this checkout (also when fedforget is not pip-installed).
+# `python -m fedforget.launch.deploy ...` from this checkout (also when fedforget is not pip-installed).
 fedforget_deploy() {
     local python
     python="$(python_bin)"
-    PYTHONPATH="$REPO_DIR${PYTHONPATH:+:$PYTHONPATH}" exec "$python" -m fedforget.deploy "$@"
+    PYTHONPATH="$REPO_DIR${PYTHONPATH:+:$PYTHONPATH}" exec "$python" -m fedforget.launch.deploy "$@"
 }

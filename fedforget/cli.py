@@ -36,8 +36,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from fedforget.runner import RunFailed, RunRequest, run_all, split_experiment
-    from fedforget.summary import print_summary
+    from fedforget.launch.runner import RunFailed, RunRequest, run_all, split_experiment
+    from fedforget.reporting.console import print_summary
 
     experiment, overrides = split_experiment(args.overrides)
     request = RunRequest(experiment, overrides, args.output_dir, args.federation_config, args.fresh)
@@ -55,9 +55,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
-    from fedforget.runner import absolute_overrides, split_experiment
     from fedforget.configs.compose import load_experiment
-    from fedforget.synthetic import prepare_synthetic_data
+    from fedforget.data.synthetic import prepare_synthetic_data
+    from fedforget.launch.runner import absolute_overrides, split_experiment
 
     experiment, overrides = split_experiment(args.overrides)
     try:
@@ -71,8 +71,8 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from fedforget.aggregate import MULTIRUN_FILE, aggregate_multirun
-    from fedforget.rerender import rerender
+    from fedforget.reporting.multirun import MULTIRUN_FILE, aggregate_multirun
+    from fedforget.reporting.rerender import rerender
 
     if (args.run_dir / MULTIRUN_FILE).is_file():
         print(aggregate_multirun(args.run_dir))

@@ -69,3 +69,10 @@ def test_budget_of_zero_steps_is_refused() -> None:
 def test_overrides_string_splits_on_spaces_outside_brackets() -> None:
     assert split_overrides(" a=1  unlearning.methods=[ft, nl_ft] b='x' ") == [
         "a=1", "unlearning.methods=[ft, nl_ft]", "b='x'"]
+
+
+def test_the_schema_names_every_registered_method_in_order() -> None:
+    from fedforget.configs.schema import METHOD_NAMES
+    from fedforget.unlearning import REGISTRY
+
+    assert tuple(REGISTRY) == METHOD_NAMES

@@ -29,10 +29,10 @@ from types import SimpleNamespace
 import pytest
 
 from fedforget.configs.compose import load_experiment
-from fedforget.deploy import (DEPLOY_DIR, DeployError, Process, start_superlink, start_supernode,
-                              wait_for_node_id)
-from fedforget.flower import flower_bin, flower_env, free_port, send_and_receive
-from fedforget.synthetic import prepare_synthetic_data
+from fedforget.data.synthetic import prepare_synthetic_data
+from fedforget.launch.deploy import DEPLOY_DIR, DeployError, Process, start_superlink, start_supernode, wait_for_node_id
+from fedforget.launch.flower import flower_bin, flower_env, free_port
+from fedforget.strategies.link import send_and_receive
 
 SITES = ("brain-0", "knee-0")
 # The smallest smoke run in which every phase (train, oracle, unlearn, evaluate) still runs.
@@ -320,7 +320,7 @@ def test_scripts_reject_bad_arguments_with_the_expected_form(tmp_path: Path) -> 
 def test_connect_writes_flwr_home_config_never_pyproject(tmp_path: Path) -> None:
     import tomllib
 
-    from fedforget.deploy import PROJECT_DIR
+    from fedforget.launch.deploy import PROJECT_DIR
 
     pyproject = (PROJECT_DIR / "pyproject.toml").read_text()
     ok(script("connect.sh", "lab", "superlink.example.org:9092", home=tmp_path / "home"))

@@ -8,9 +8,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
 from run_helpers import CompletedRun, fedforget_report, fedforget_run
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 pytestmark = pytest.mark.slow
 

@@ -11,10 +11,10 @@ import json
 from pathlib import Path
 
 import pytest
+from run_helpers import CompletedRun, fedforget_run
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from run_helpers import CompletedRun, fedforget_run
-from fedforget.server.checkpoints import load_checkpoint
+from fedforget.learning.checkpoints import load_checkpoint
 
 pytestmark = pytest.mark.slow
 

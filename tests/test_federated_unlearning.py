@@ -7,15 +7,15 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from run_helpers import CompletedRun, fedforget_report, fedforget_run
-from fedforget.clients.site import unlearning_source
+
 from fedforget.configs import load_experiment
+from fedforget.data.batches import unlearning_source
+from fedforget.data.datasets import open_split
+from fedforget.learning.checkpoints import load_checkpoint
 from fedforget.recon.losses import ReconLoss
 from fedforget.recon.masks import make_mask_func
 from fedforget.recon.models import PRESETS, build_varnet
-from fedforget.server.checkpoints import load_checkpoint
-from fedforget.sitedata import open_split
 from fedforget.unlearning import unlearn
 
 pytestmark = pytest.mark.slow

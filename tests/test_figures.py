@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from matplotlib.image import imread
 
-from fedforget.figures import method_comparison_chart, reconstruction_grid, sweep_curve
 from fedforget.recon.phantoms import brain_slices
+from fedforget.reporting.figures import method_comparison_chart, reconstruction_grid, sweep_curve
 
 # matplotlib warnings (a log axis without data, a layout that does not fit)
 # mean an unreadable figure: fail on them.

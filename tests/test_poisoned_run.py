@@ -7,9 +7,9 @@ import math
 from pathlib import Path
 
 import pytest
+from run_helpers import fedforget_run
 
 from fedforget.recon.poison import poisoned_count
-from run_helpers import fedforget_run
 
 pytestmark = pytest.mark.slow
 

@@ -7,13 +7,13 @@ import shutil
 from pathlib import Path
 
 import pytest
+from run_helpers import fedforget_run
 
-from fedforget.clients.site import site_folders
 from fedforget.configs import load_experiment
-from fedforget.preparation import prepare_data
+from fedforget.data.preparation import prepare_data
+from fedforget.data.sites import site_folders
 from fedforget.recon.poison import load_manifest
 from fedforget.recon.synth import SynthSpec, write_synthetic_site
-from run_helpers import fedforget_run
 
 SMALL = [f"sites.brain-{i}.{key}={value}" for i in range(4)
          for key, value in (("train_volumes", 1), ("volumes_from", i), ("test_volumes", 1), ("test_volumes_from", i))]

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
-import fedforget.sitedata as sitedata
+import fedforget.data.datasets as datasets
+from fedforget.data.batches import BatchSource, subset_indices
+from fedforget.data.datasets import open_split
 from fedforget.recon.masks import make_mask_func
 from fedforget.recon.synth import SynthSpec, write_synthetic_site
-from fedforget.sitedata import BatchSource, open_split, subset_indices
 
 
 @pytest.fixture(scope="module")
@@ -38,8 +39,8 @@ def test_validation_memo_skips_unchanged_files_and_rechecks_changed_ones(
         site: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FEDFORGET_CACHE", str(tmp_path / "cache"))
     calls = []
-    real = sitedata.validate_folder
-    monkeypatch.setattr(sitedata, "validate_folder", lambda *a: calls.append(a) or real(*a))
+    real = datasets.validate_folder
+    monkeypatch.setattr(datasets, "validate_folder", lambda *a: calls.append(a) or real(*a))
     mask = make_mask_func("equispaced_fraction", 4, 0.08)
     first = open_split(site / "train", mask, cache=False)
     again = open_split(site / "train", mask, cache=False)

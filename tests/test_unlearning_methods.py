@@ -9,12 +9,14 @@ import torch
 
 from fedforget.configs import load_experiment
 from fedforget.configs.schema import ExperimentConfig
+from fedforget.data.batches import BatchSource
+from fedforget.data.datasets import open_split
+from fedforget.data.synthetic import prepare_synthetic_data
+from fedforget.learning.evaluation import evaluate
+from fedforget.learning.training import LocalTraining, batch_loss, train_steps
 from fedforget.recon.losses import ReconLoss
 from fedforget.recon.masks import make_mask_func
 from fedforget.recon.models import PRESETS, build_varnet
-from fedforget.sitedata import BatchSource, open_split
-from fedforget.synthetic import prepare_synthetic_data
-from fedforget.training import LocalTraining, batch_loss, evaluate, train_steps
 from fedforget.unlearning import REGISTRY, get_method, unlearn
 from fedforget.unlearning.base import FORGET, RETAIN, trainable
 from fedforget.unlearning.grad_surgery import orthogonal_to

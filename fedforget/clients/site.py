@@ -19,15 +19,13 @@ from torch import nn
 
 from fedforget.configs.compose import fingerprint
 from fedforget.configs.schema import ExperimentConfig
-from fedforget.protocol import SiteError, state_from_arrays
+from fedforget.data.batches import BatchSource, stream_seed, unlearning_source
+from fedforget.data.datasets import CachedSliceDataset
+from fedforget.data.sites import open_site_split, site_folders
+from fedforget.learning.training import LocalTraining, model_from_config, pick_device
 from fedforget.recon.losses import ReconLoss
-from fedforget.recon.masks import make_mask_func
 from fedforget.recon.poison import PoisonManifest, load_manifest
-from fedforget.sitedata import BatchSource, CachedSliceDataset, open_split, stream_seed, subset_indices
-from fedforget.synthetic import synthetic_site_dir
-from fedforget.training import LocalTraining, model_from_config, pick_device
-
-SPLITS = ("train", "test")
+from fedforget.strategies.protocol import SiteError, state_from_arrays
 
 
 @dataclass(frozen=True)
@@ -36,19 +34,6 @@ class SiteIdentity:
 
     name: str
     folders: dict[str, Path]
-
-
-def site_folders(cfg: ExperimentConfig, name: str, data_path: Path | None = None) -> dict[str, Path]:
-    """The train/test folders of a site: under its node's data path, or under ``data.root``."""
-    site = cfg.sites[name]
-    if data_path is not None:
-        base, default = data_path, {"train": "train", "test": "test"}
-    elif cfg.data.kind == "synthetic":
-        base, default = synthetic_site_dir(cfg, name), {"train": "train", "test": "test"}
-    else:
-        base, default = Path(cfg.data.root), {"train": f"{name}/train", "test": f"{name}/test"}
-    chosen = {"train": site.train_dir or default["train"], "test": site.test_dir or default["test"]}
-    return {split: (base / chosen[split]).expanduser().resolve() for split in SPLITS}
 
 
 def resolve_site(node_config: dict[str, Any], cfg: ExperimentConfig) -> SiteIdentity:
@@ -91,7 +76,6 @@ class SiteRuntime:
         self.model = model_from_config(cfg.model)
         self.model.to(self.device)
         self.loss = ReconLoss(cfg.federation.l1_weight)
-        self.mask_func = make_mask_func(cfg.data.mask_type, cfg.data.acceleration, cfg.data.center_fraction)
         self.training = LocalTraining(cfg.federation.lr, cfg.federation.grad_clip, cfg.federation.bf16)
         self._splits: dict[str, CachedSliceDataset] = {}
 
@@ -106,11 +90,7 @@ class SiteRuntime:
     def split(self, name: str) -> CachedSliceDataset:
         """A split, validated and opened on first use (DataFileError names the bad file)."""
         if name not in self._splits:
-            site = self.cfg.sites[self.name]
-            real = self.cfg.data.kind == "fastmri"
-            first, limit = site.volume_range(name) if real else (0, 0)
-            dataset = open_split(self.identity.folders[name], self.mask_func, self.cfg.data.cache_slices, limit, first,
-                                 scan_kspace=not real)
+            dataset = open_site_split(self.cfg, self.name, name, self.identity.folders[name])
             if len(dataset) == 0:
                 raise SiteError(self.name, f"{self.identity.folders[name]} holds no slices")
             self._splits[name] = dataset
@@ -162,20 +142,6 @@ class SiteRuntime:
         if self.is_forget_site:
             raise SiteError(self.name, "asked for retain data, but this is the forget site")
         return unlearning_source(self.cfg, self.name, self.split("train"), role="retain")
-
-
-def unlearning_source(cfg: ExperimentConfig, site: str, train: CachedSliceDataset, role: str,
-                      indices: list[int] | None = None) -> BatchSource:
-    """The batch stream a site (or a Flower-free run) uses for unlearning, reproducibly seeded.
-
-    Forget: all given slices (default: the whole training split); retain: the retain
-    fraction of the training split.
-    """
-    u = cfg.unlearning
-    seed = stream_seed(cfg.seed, site, role)
-    if role != "forget":
-        indices = subset_indices(len(train), u.retain_fraction, seed)
-    return BatchSource(train, u.batch_size, seed, indices)
 
 
 _RUNTIMES: dict[tuple[str, str], SiteRuntime] = {}

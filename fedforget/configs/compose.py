@@ -13,7 +13,7 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from fedforget.configs.schema import ExperimentConfig
+from fedforget.configs.schema import METHOD_NAMES, ExperimentConfig
 
 CONFIG_MODULE = "fedforget.configs"
 PRIMARY_CONFIG = "config"
@@ -88,17 +88,15 @@ def load_experiment(experiment: str, overrides: Sequence[str] = ()) -> Experimen
 
 
 def _check_methods(experiment: ExperimentConfig) -> None:
-    from fedforget.unlearning import REGISTRY  # torch import deferred until a config is real
-
     methods = experiment.unlearning.methods
     if methods == ["all"]:
-        experiment.unlearning.methods = list(REGISTRY)
+        experiment.unlearning.methods = list(METHOD_NAMES)
         return
-    unknown = [name for name in methods if name not in REGISTRY]
+    unknown = [name for name in methods if name not in METHOD_NAMES]
     if unknown:
         raise ConfigError(
             f"config value unlearning.methods has unknown method(s) {unknown}: "
-            f"expected names from {sorted(REGISTRY)} or [all]"
+            f"expected names from {sorted(METHOD_NAMES)} or [all]"
         )
     if len(set(methods)) != len(methods):
         raise ConfigError(f"config value unlearning.methods={methods} lists a method twice")

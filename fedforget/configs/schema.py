@@ -17,6 +17,8 @@ MASK_TYPES = ("equispaced_fraction", "equispaced", "random")
 RETAIN_ACCESS = ("sites", "server")
 POISON_TYPES = ("none", "lesion", "ghosting", "noise")
 DEVICES = ("auto", "cpu", "cuda")
+# The unlearning registry's names, in its order (fedforget.unlearning.REGISTRY must match; a test checks).
+METHOD_NAMES = ("ft", "ga", "ga_l1", "ga_l1_ft", "nl", "nl_ft", "ssd", "lfssd", "bad_teacher", "grad_surgery", "pga")
 
 
 def _require(condition: bool, key: str, value: object, expected: str) -> None:

@@ -19,19 +19,18 @@ from torch import nn
 
 from fedforget.configs.compose import fingerprint, to_plain
 from fedforget.configs.schema import ExperimentConfig
-from fedforget.protocol import ARRAYS, CONFIG, EVALUATE, METRICS, SiteError, arrays_from_state
-from fedforget.recon.losses import ReconLoss
+from fedforget.data.batches import batches_per_pass, subset_size
+from fedforget.learning.checkpoints import State, load_checkpoint, save_checkpoint, state_sha256
+from fedforget.learning.training import initial_state, model_from_config
 from fedforget.recon.poison import poisoned_count
-from fedforget.server.checkpoints import State, load_checkpoint, save_checkpoint, state_sha256
-from fedforget.server.directory import SiteInfo
-from fedforget.server.link import SiteLink
-from fedforget.server.results import ModelRecord
+from fedforget.reporting.results import ModelRecord
+from fedforget.reporting.tensorboard import Boards
 from fedforget.server.run_folder import RunFolder
-from fedforget.server.tensorboard import Boards
-from fedforget.sitedata import batches_per_pass, subset_size
+from fedforget.strategies.directory import SiteInfo
 from fedforget.strategies.fedavg import Progress, RoundReport, TrainedModel, train_federated
+from fedforget.strategies.link import SiteLink
+from fedforget.strategies.protocol import ARRAYS, CONFIG, EVALUATE, METRICS, SiteError, arrays_from_state
 from fedforget.strategies.removal import FederatedWorker
-from fedforget.training import model_from_config
 from fedforget.unlearning import get_method
 from fedforget.unlearning.base import FORGET, RETAIN, run_unlearning
 from fedforget.unlearning.pga import reference_model
@@ -61,13 +60,6 @@ class Session:
 
     def new_model(self) -> nn.Module:
         return model_from_config(self.cfg.model)
-
-
-def initial_state(session: Session) -> State:
-    """The shared initial weights (same seed for original and oracle: a controlled comparison)."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(session.cfg.seed)
-        return {k: v.clone() for k, v in session.new_model().state_dict().items()}
 
 
 def score_sites(session: Session, state: State, tag: str, step: int, tolerate: bool = False) -> SiteScores:
@@ -231,7 +223,7 @@ def _train(session: Session, name: str, sites: list[str], key: str) -> TrainedMo
     saved = progress.load()
     if saved is not None:
         session.run.event("resumed", phase=tag, after_round=int(saved["round"]))
-    initial = initial_state(session)
+    initial = initial_state(cfg.model, cfg.seed)
     if saved is None:
         # Round 0: the curves' starting point; it also warms every site process up before the clock runs.
         evaluate_at_sites(session, initial, tag, 0, tolerate=True)

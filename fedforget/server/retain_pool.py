@@ -12,11 +12,12 @@ from pathlib import Path
 
 import torch
 
-from fedforget.clients.site import site_folders
 from fedforget.configs.schema import ExperimentConfig
+from fedforget.data.batches import BatchSource, stream_seed, subset_indices
+from fedforget.data.datasets import open_split
+from fedforget.data.sites import site_folders
 from fedforget.recon.losses import ReconLoss
 from fedforget.recon.masks import make_mask_func
-from fedforget.sitedata import BatchSource, open_split, stream_seed, subset_indices
 from fedforget.unlearning.base import RETAIN, LocalWorker, Method, TermContext, frozen_copy
 
 

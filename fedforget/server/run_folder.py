@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from fedforget.server.checkpoints import atomic_write_bytes, atomic_write_json
+from fedforget.recon.atomic import atomic_write_bytes, atomic_write_json
 
 STATUS_FILE = "status.json"
 

@@ -20,9 +20,9 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
 from fedforget.configs.schema import FederationConfig
-from fedforget.protocol import ARRAYS, METRICS, SiteError, arrays_from_state, state_from_arrays
-from fedforget.server.checkpoints import State, load_checkpoint, save_checkpoint
-from fedforget.server.link import SiteLink
+from fedforget.learning.checkpoints import State, load_checkpoint, save_checkpoint
+from fedforget.strategies.link import SiteLink
+from fedforget.strategies.protocol import ARRAYS, METRICS, SiteError, arrays_from_state, state_from_arrays
 
 
 class SiteFedAvg(FedAvg):

@@ -25,9 +25,17 @@ import torch
 from flwr.app import ConfigRecord, RecordDict
 from torch import nn
 
-from fedforget.protocol import ARRAYS, CONFIG, METRICS, ORIGINAL, UNLEARN, arrays_from_state, state_from_arrays
-from fedforget.server.link import SiteLink
-from fedforget.unlearning.base import (FORGET, RETAIN, Gradients, LocalWorker, Method, Phase, Tensors)
+from fedforget.strategies.link import SiteLink
+from fedforget.strategies.protocol import (
+    ARRAYS,
+    CONFIG,
+    METRICS,
+    ORIGINAL,
+    UNLEARN,
+    arrays_from_state,
+    state_from_arrays,
+)
+from fedforget.unlearning.base import FORGET, RETAIN, Gradients, LocalWorker, Method, Phase, Tensors
 
 
 class FederatedWorker:

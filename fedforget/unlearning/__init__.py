@@ -10,11 +10,21 @@ from __future__ import annotations
 from torch import nn
 
 from fedforget.configs.schema import UnlearningConfig
+from fedforget.data.batches import BatchSource
 from fedforget.recon.losses import ReconLoss
-from fedforget.sitedata import BatchSource
 from fedforget.unlearning.bad_teacher import BadTeacher
-from fedforget.unlearning.base import (FORGET, RETAIN, LocalWorker, Method, StepCallback, TermContext, Tensors,
-                                       UnlearnReport, frozen_copy, run_unlearning)
+from fedforget.unlearning.base import (
+    FORGET,
+    RETAIN,
+    LocalWorker,
+    Method,
+    StepCallback,
+    Tensors,
+    TermContext,
+    UnlearnReport,
+    frozen_copy,
+    run_unlearning,
+)
 from fedforget.unlearning.ft import FineTune
 from fedforget.unlearning.ga import GradientAscent
 from fedforget.unlearning.ga_l1 import GAL1, GAL1FT

@@ -12,7 +12,7 @@ import copy
 import torch
 from torch import nn
 
-from fedforget.sitedata import Batch
+from fedforget.data.datasets import Batch
 from fedforget.unlearning.base import FORGET, RETAIN, Method, Phase, TermContext, frozen_copy, output_of
 
 

@@ -24,15 +24,18 @@ import torch
 from torch import nn
 
 from fedforget.configs.schema import UnlearningConfig
+from fedforget.data.batches import BatchSource
+from fedforget.data.datasets import Batch
+from fedforget.learning.checkpoints import State
+from fedforget.learning.training import batch_loss, reconstruct
 from fedforget.recon.losses import ReconLoss
-from fedforget.sitedata import Batch, BatchSource
-from fedforget.training import batch_loss, reconstruct
 
 FORGET = "forget"
 RETAIN = "retain"
 ROLES = (FORGET, RETAIN)
 
-Tensors = dict[str, torch.Tensor]
+# Parameter-shaped tensors by name: weights, gradients, importances (the checkpoints' State).
+Tensors = State
 
 
 @dataclass(frozen=True)

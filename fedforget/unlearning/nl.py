@@ -15,8 +15,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from fedforget.sitedata import Batch
-from fedforget.training import reconstruct
+from fedforget.data.datasets import Batch
+from fedforget.learning.training import reconstruct
 from fedforget.unlearning.base import FORGET, RETAIN, Method, Phase, TermContext
 
 

@@ -16,8 +16,8 @@ import torch
 from torch import nn
 
 from fedforget.configs.schema import SSDConfig
-from fedforget.sitedata import Batch
-from fedforget.unlearning.base import FORGET, RETAIN, Method, Phase, TermContext, Tensors, output_of, trainable
+from fedforget.data.datasets import Batch
+from fedforget.unlearning.base import FORGET, RETAIN, Method, Phase, Tensors, TermContext, output_of, trainable
 
 
 def dampen_weights(model: nn.Module, forget: Tensors, retain: Tensors, alpha: float, lam: float) -> int:

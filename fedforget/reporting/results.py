@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fedforget.configs.schema import ExperimentConfig
-from fedforget.server.directory import SiteInfo
+from fedforget.strategies.directory import SiteInfo
 
 SCHEMA_VERSION = 1
 SUMMARY_METRICS = ("psnr", "ssim")

@@ -17,17 +17,13 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import IO
 
 import tomli_w
-
-if TYPE_CHECKING:
-    from flwr.app import Message
-    from flwr.serverapp import Grid
 
 FLOWER_ENV = {
     "FLWR_TELEMETRY_ENABLED": "0",
@@ -257,38 +253,3 @@ def run_status(connection: str, flwr_home: Path, run_id: str | None) -> dict[str
     return {k: str(runs[-1].get(k, "")) for k in ("run-id", "status", "status-details")}
 
 
-def send_and_receive(grid: Grid, messages: Iterable[Message], timeout: float, first_poll: float = 0.05,
-                     max_poll: float = 1.0) -> list[Message]:
-    """``grid.send_and_receive`` with a short, growing polling interval.
-
-    Flower 1.42's deployment grid (``HttpGrid``) sleeps a fixed 3 s between pulls, which
-    adds 1.5 s on average to every exchange with the sites. This pushes the messages,
-    then pulls every ``first_poll`` seconds, growing by half each time up to ``max_poll``:
-    quick replies arrive at once, and a long training step costs at most one request
-    per ``max_poll`` seconds. The simulation grid behaves the same through this helper.
-
-    Args:
-        grid: the ServerApp's grid.
-        messages: the messages to send.
-        timeout: seconds to wait for all replies.
-        first_poll: first pause between pulls, in seconds.
-        max_poll: longest pause between pulls, in seconds.
-
-    Returns:
-        The replies that arrived within ``timeout`` (missing ones are simply absent, as
-        with ``grid.send_and_receive``).
-    """
-    pending = {message_id for message_id in grid.push_messages(messages) if message_id}
-    deadline = time.monotonic() + timeout
-    replies: list[Message] = []
-    pause = first_poll
-    while pending:
-        arrived = list(grid.pull_messages(pending))
-        replies.extend(arrived)
-        pending.difference_update(reply.metadata.reply_to_message_id for reply in arrived)
-        remaining = deadline - time.monotonic()
-        if not pending or remaining <= 0:
-            break
-        time.sleep(min(pause, remaining))
-        pause = min(pause * 1.5, max_poll)
-    return replies

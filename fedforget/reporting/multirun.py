@@ -8,9 +8,9 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from fedforget.figures import method_comparison_chart, sweep_curve
-from fedforget.server.checkpoints import atomic_write_bytes, atomic_write_json
-from fedforget.server.report import table
+from fedforget.recon.atomic import atomic_write_bytes, atomic_write_json
+from fedforget.reporting.figures import method_comparison_chart, sweep_curve
+from fedforget.reporting.report import table
 
 MULTIRUN_FILE = "multirun.json"
 SUMMARY_FIELDS = (("BTA", "psnr"), ("BTA", "ssim"), ("KTA", "psnr"), ("KTA", "ssim"), ("UA", "psnr"), ("UA", "ssim"))

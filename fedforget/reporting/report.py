@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from fedforget.configs.schema import ExperimentConfig
-from fedforget.server.checkpoints import atomic_write_bytes
+from fedforget.recon.atomic import atomic_write_bytes
 
 
 def _fmt(value: Any, digits: int = 2) -> str:

@@ -9,9 +9,8 @@ from flwr.app import ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 
 from fedforget.configs.schema import ExperimentConfig
-from fedforget.flower import send_and_receive
-from fedforget.protocol import CONFIG, METRICS, SITE_QUERY, SiteError, reply_error
-from fedforget.server.link import _flower_reason
+from fedforget.strategies.link import _flower_reason, send_and_receive
+from fedforget.strategies.protocol import CONFIG, METRICS, SITE_QUERY, SiteError, reply_error
 
 
 @dataclass(frozen=True)

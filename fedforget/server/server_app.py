@@ -16,19 +16,27 @@ from flwr.serverapp import Grid, ServerApp
 
 from fedforget.configs.compose import load_from_run_config, to_plain
 from fedforget.configs.schema import ExperimentConfig
-from fedforget.protocol import SiteError
-from fedforget.server.checkpoints import atomic_write_json
-from fedforget.server.directory import discover_sites
-from fedforget.server.link import Ledger, SiteLink
-from fedforget.server.phases import (ORACLE, ORIGINAL, Session, fill_record, final_scores, obtain_trained,
-                                     run_method, trained_record)
-from fedforget.server.pictures import render_figures
-from fedforget.server.report import write_report
-from fedforget.server.results import ModelRecord, build_audit, build_results
+from fedforget.recon.atomic import atomic_write_json
+from fedforget.reporting.pictures import render_figures
+from fedforget.reporting.report import write_report
+from fedforget.reporting.results import ModelRecord, build_audit, build_results
+from fedforget.reporting.tensorboard import Boards
+from fedforget.server.phases import (
+    ORACLE,
+    ORIGINAL,
+    Session,
+    fill_record,
+    final_scores,
+    obtain_trained,
+    run_method,
+    trained_record,
+)
 from fedforget.server.retain_pool import server_retain_source, server_retain_worker
 from fedforget.server.run_folder import RunFolder, utc_now
-from fedforget.server.tensorboard import Boards
+from fedforget.strategies.directory import discover_sites
 from fedforget.strategies.fedavg import TrainedModel
+from fedforget.strategies.link import Ledger, SiteLink
+from fedforget.strategies.protocol import SiteError
 
 app = ServerApp()
 

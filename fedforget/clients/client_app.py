@@ -19,9 +19,19 @@ from flwr.clientapp import ClientApp
 
 from fedforget.clients.site import SiteRuntime, runtime_for
 from fedforget.configs.compose import load_from_run_config
+from fedforget.learning.audits import membership_auc
+from fedforget.learning.evaluation import evaluate
+from fedforget.learning.training import train_steps
 from fedforget.recon.poison import artifact_score
-from fedforget.protocol import ARRAYS, ORIGINAL, SITE, arrays_from_state, config_of, error_reply, metrics_reply
-from fedforget.training import evaluate, membership_auc, train_steps
+from fedforget.strategies.protocol import (
+    ARRAYS,
+    ORIGINAL,
+    SITE,
+    arrays_from_state,
+    config_of,
+    error_reply,
+    metrics_reply,
+)
 from fedforget.unlearning import get_method
 from fedforget.unlearning.base import Phase, TermContext, frozen_copy, squared_gradient_mean, term_gradients
 

@@ -16,11 +16,12 @@ import yaml
 
 from fedforget.configs.compose import ConfigError, declared_sweep, load_experiment, to_plain
 from fedforget.configs.schema import ExperimentConfig
-from fedforget.flower import flwr_run, run_status, simulation_superlink, stage_app, write_run_config
-from fedforget.preparation import DataError, prepare_data
+from fedforget.data.preparation import DataError, prepare_data
+from fedforget.launch.flower import flwr_run, run_status, simulation_superlink, stage_app, write_run_config
+from fedforget.learning.checkpoints import load_checkpoint
 from fedforget.recon.hdf5io import DataFileError
 
-PACKAGE_DIR = Path(__file__).resolve().parent
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
 DEFAULT_EXPERIMENT = "demo"
 CONNECTION = "fedforget-sim"
 
@@ -136,11 +137,21 @@ def _is_resumable(folder: Path, plain_config: dict[str, Any]) -> bool:
         return False
 
 
+def check_checkpoint(cfg: ExperimentConfig) -> None:
+    """A removal request on a trained federation needs a readable original checkpoint."""
+    if cfg.unlearning.from_checkpoint:
+        try:
+            load_checkpoint(Path(cfg.unlearning.from_checkpoint))
+        except (FileNotFoundError, ValueError) as err:
+            raise DataError(f"unlearning.from_checkpoint: {err}") from err
+
+
 def prepare(request: RunRequest) -> tuple[ExperimentConfig, list[str], Path]:
     """Validate the config (before anything starts), write synthetic data, pick the run folder."""
     overrides = absolute_overrides(request.overrides, _default_paths(request.experiment, request.overrides))
     cfg = load_experiment(request.experiment, overrides)
     try:
+        check_checkpoint(cfg)
         extra = prepare_data(cfg, log=print)
     except (DataError, DataFileError) as err:
         raise RunFailed(f"data not usable: {err}") from err

@@ -17,16 +17,15 @@ import torch
 from scipy.ndimage import uniform_filter
 from torch import nn
 
-from fedforget.clients.site import site_folders
 from fedforget.configs.schema import ExperimentConfig
-from fedforget.figures import method_comparison_chart, reconstruction_grid
+from fedforget.data.datasets import collate, open_split
+from fedforget.data.sites import site_folders
+from fedforget.learning.checkpoints import State
+from fedforget.learning.training import model_from_config, reconstruct
 from fedforget.recon.masks import make_mask_func
 from fedforget.recon.poison import poison_pattern
-from fedforget.server.tensorboard import Boards
-from fedforget.sitedata import collate, open_split
-from fedforget.training import model_from_config, reconstruct
-
-State = dict[str, torch.Tensor]
+from fedforget.reporting.figures import method_comparison_chart, reconstruction_grid
+from fedforget.reporting.tensorboard import Boards
 
 
 def zero_filled(masked_kspace: torch.Tensor, shape: tuple[int, int]) -> np.ndarray:

@@ -5,18 +5,18 @@ they share with the tests:
 
 - :func:`start_superlink` / :func:`start_supernode` start ``deploy/start-*.sh`` (which
   ``exec`` Flower, so the PID we keep is Flower's) in their own session and wait
-  until they are usable; stop them with :func:`fedforget.flower.stop_process`.
+  until they are usable; stop them with :func:`fedforget.launch.flower.stop_process`.
 - :func:`connect` writes a SuperLink connection into ``$FLWR_HOME/config.toml``.
 - :func:`register_site` registers a site's public key with a SuperLink that
   authenticates SuperNodes.
 - :func:`submit` runs ``flwr run --stream`` and returns the run's *real* outcome:
   ``flwr run`` exits 0 even when the run failed, so Flower's own record
   (``flwr ls``) and the run folder's ``status.json`` must both say completed.
-- ``python -m fedforget.deploy supernode --poll-seconds S -- ARGS`` is
+- ``python -m fedforget.launch.deploy supernode --poll-seconds S -- ARGS`` is
   ``flower-supernode ARGS`` polling the SuperLink every S seconds instead of
   Flower 1.42's fixed 3 s (not configurable there).
 
-Run ``python -m fedforget.deploy --help`` for the command line the scripts use.
+Run ``python -m fedforget.launch.deploy --help`` for the command line the scripts use.
 """
 
 from __future__ import annotations
@@ -34,13 +34,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from fedforget.flower import (flower_bin, flower_env, flwr_run, run_status, stage_app, stop_process,
-                              wait_for_port, write_connection, write_run_config)
+from fedforget.launch.flower import (
+    flower_bin,
+    flower_env,
+    flwr_run,
+    run_status,
+    stage_app,
+    stop_process,
+    wait_for_port,
+    write_connection,
+    write_run_config,
+)
+from fedforget.launch.outcome import RunOutcome, read_outcome
 
-PROJECT_DIR = Path(__file__).resolve().parent.parent
+PROJECT_DIR = Path(__file__).resolve().parents[2]
 DEPLOY_DIR = PROJECT_DIR / "deploy"
 DEFAULT_SUPERLINK_PORT = 9092
-COMPLETED = "finished:completed"
 # Printed by flower-supernode once the SuperLink accepted it (after registration / activation).
 _NODE_ID = re.compile(r"SuperNode ID: (\d+)")
 # flwr supernode register, when the key is registered already (Flower's ApiError 23).
@@ -231,53 +240,6 @@ def register_site(connection: str, site: str, key_dir: Path, flwr_home: Path) ->
                       f"(exit {done.returncode}): {_tail(output, 1500)}")
 
 
-@dataclass
-class RunOutcome:
-    """What became of a submitted run, according to Flower *and* to the run folder."""
-
-    run_id: str | None
-    exit_code: int
-    flower_status: str
-    folder_status: str | None
-    reason: str
-    output_dir: Path
-
-    @property
-    def completed(self) -> bool:
-        return (self.flower_status == COMPLETED and self.folder_status == "completed"
-                and (self.output_dir / "results.json").is_file())
-
-    def describe(self) -> str:
-        if self.completed:
-            return f"run {self.run_id} completed: {self.output_dir}"
-        return (f"run {self.run_id or '(not started)'} FAILED (Flower: {self.flower_status}, run folder: "
-                f"{self.folder_status or 'no status.json'}): {self.reason}")
-
-
-def read_outcome(output_dir: Path, exit_code: int, run_id: str | None, flower: dict[str, str]) -> RunOutcome:
-    """Combine ``flwr run``'s exit code, Flower's record and ``output_dir/status.json`` into one outcome."""
-    status_path = output_dir / "status.json"
-    try:
-        status = json.loads(status_path.read_text()) if status_path.is_file() else {}
-    except ValueError:
-        status = {"status": "unreadable", "reason": f"{status_path} is not JSON"}
-    flower_status = flower.get("status", "unknown")
-    details = flower.get("status-details", "")
-    reason = str(status.get("reason") or "")
-    if not reason:
-        if run_id is None:
-            reason = (f"flwr run exited with code {exit_code} before the run started: "
-                      f"{_flwr_error(output_dir / 'flwr.log')}")
-        elif flower_status == COMPLETED and not status:
-            reason = (f"{status_path} does not exist: the ServerApp writes the run folder on the SuperLink "
-                      f"machine, so submit from there with an absolute OUTPUT_DIR")
-        elif details and details != "N/A":
-            reason = details
-        else:
-            reason = f"Flower reports {flower_status!r}"
-    return RunOutcome(run_id, exit_code, flower_status, status.get("status"), reason, output_dir)
-
-
 def submit(connection: str, output_dir: Path, experiment: str, overrides: Sequence[str], flwr_home: Path,
            stream_to: Sequence[IO[str]] = (), app_dir: Path = PROJECT_DIR) -> RunOutcome:
     """Submit the fedforget app to a running SuperLink and wait for the run's real outcome.
@@ -303,14 +265,6 @@ def submit(connection: str, output_dir: Path, experiment: str, overrides: Sequen
         code, run_id = flwr_run(app, connection, run_config, flwr_home, [log, *stream_to])
     flower = run_status(connection, flwr_home, run_id) if run_id else {"status": "not-started"}
     return read_outcome(output_dir, code, run_id, flower)
-
-
-def _flwr_error(log_path: Path, lines: int = 4) -> str:
-    """The last lines ``flwr`` printed, without its box drawing (the reason it gave up)."""
-    text = log_path.read_text(errors="replace") if log_path.is_file() else ""
-    kept = [line.strip(" \u2502\u256d\u256e\u2570\u256f\u2500") for line in text.splitlines()]
-    kept = [line for line in kept if line]
-    return " ".join(kept[-lines:]) or f"nothing in {log_path}"
 
 
 def _tail(text: str, limit: int = 3000) -> str:
@@ -366,7 +320,7 @@ def run_supernode(poll_seconds: float, arguments: Sequence[str]) -> None:
 # --- command line (used by deploy/*.sh) ---------------------------------------------------------------------
 
 def _cmd_submit(args: argparse.Namespace) -> int:
-    from fedforget.runner import split_experiment
+    from fedforget.launch.runner import split_experiment
 
     experiment, overrides = split_experiment(args.overrides)
     if not any(argument.startswith("experiment=") for argument in args.overrides):
@@ -411,7 +365,7 @@ def _cmd_supernode(args: argparse.Namespace) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m fedforget.deploy",
+    parser = argparse.ArgumentParser(prog="python -m fedforget.launch.deploy",
                                      description="fedforget across machines (used by the deploy/ scripts)")
     commands = parser.add_subparsers(dest="command", required=True)
     sub = commands.add_parser("submit", help="run an experiment on a SuperLink and check its real outcome")

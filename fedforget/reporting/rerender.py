@@ -10,9 +10,9 @@ from omegaconf import OmegaConf
 
 from fedforget.configs.compose import to_experiment
 from fedforget.configs.schema import ExperimentConfig
-from fedforget.server.checkpoints import load_checkpoint
-from fedforget.server.pictures import render_figures
-from fedforget.server.report import write_report
+from fedforget.learning.checkpoints import load_checkpoint
+from fedforget.reporting.pictures import render_figures
+from fedforget.reporting.report import write_report
 
 
 def saved_experiment(run_dir: Path) -> ExperimentConfig:

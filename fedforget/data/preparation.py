@@ -9,14 +9,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from fedforget.clients.site import site_folders
 from fedforget.configs.compose import ConfigError, fingerprint, to_plain
 from fedforget.configs.schema import ExperimentConfig
+from fedforget.data.datasets import chosen_volumes, validated_volumes
+from fedforget.data.sites import site_folders
+from fedforget.data.synthetic import poison_spec, prepare_synthetic_data
 from fedforget.recon.hdf5io import DataFileError
 from fedforget.recon.poison import poison_site
-from fedforget.server.checkpoints import load_checkpoint
-from fedforget.sitedata import chosen_volumes, validated_volumes
-from fedforget.synthetic import poison_spec, prepare_synthetic_data
 
 
 class DataError(ValueError):
@@ -39,15 +38,6 @@ def check_real_data(cfg: ExperimentConfig) -> dict[str, dict[str, int]]:
                                 f"starts at volume {first}: expected fewer skipped volumes or more data")
             counts[name][split] = min(len(volumes) - first, wanted or len(volumes))
     return counts
-
-
-def check_checkpoint(cfg: ExperimentConfig) -> None:
-    """A removal request on a trained federation needs a readable original checkpoint."""
-    if cfg.unlearning.from_checkpoint:
-        try:
-            load_checkpoint(Path(cfg.unlearning.from_checkpoint))
-        except (FileNotFoundError, ValueError) as err:
-            raise DataError(f"unlearning.from_checkpoint: {err}") from err
 
 
 def check_synthetic_data(cfg: ExperimentConfig) -> None:
@@ -92,7 +82,6 @@ def prepare_data(cfg: ExperimentConfig, log: Callable[[str], None] = lambda _: N
 
     Returns overrides the run needs on top of its own (the poisoned copy of real data).
     """
-    check_checkpoint(cfg)
     if cfg.data.kind == "synthetic":
         prepare_synthetic_data(cfg, log)
         check_synthetic_data(cfg)
