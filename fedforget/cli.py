@@ -71,6 +71,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
+    from fedforget.recon.hdf5io import DataFileError
     from fedforget.reporting.multirun import MULTIRUN_FILE, aggregate_multirun
     from fedforget.reporting.rerender import rerender
 
@@ -81,7 +82,11 @@ def _cmd_report(args: argparse.Namespace) -> int:
         print(f"fedforget: {args.run_dir / 'results.json'} does not exist: expected a completed run folder "
               f"(or a multirun folder with {MULTIRUN_FILE})", file=sys.stderr)
         return EXIT_FAILED
-    print(rerender(args.run_dir))
+    try:
+        print(rerender(args.run_dir))
+    except DataFileError as err:
+        print(f"fedforget: cannot re-render {args.run_dir}: {err}", file=sys.stderr)
+        return EXIT_FAILED
     return 0
 
 

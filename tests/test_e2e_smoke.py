@@ -26,15 +26,43 @@ def test_results_json_has_every_contract_key(smoke_run: CompletedRun) -> None:
         assert SITE_KEYS <= set(site)
         assert site["train_slices"] > 0 and site["test_slices"] > 0
     assert results["sites"]["knee-0"]["role"] == "forget" and results["sites"]["brain-0"]["role"] == "retain"
-    assert set(results["models"]) == {"original", "oracle", "ft", "nl_ft"}
+    assert set(results["models"]) == {"zero_filled", "original", "oracle", "ft", "nl_ft"}
     for name, model in results["models"].items():
         assert MODEL_KEYS <= set(model), name
-        assert model["steps"] > 0 and model["wall_seconds"] > 0 and model["bytes_communicated"] > 0
         assert set(model["sites"]) == {"brain-0", "knee-0"}
         for site, scores in model["sites"].items():
-            assert METRICS == set(scores["test"]) and all(math.isfinite(v) for v in scores["test"].values())
-        assert METRICS == set(model["sites"]["knee-0"]["train"]), "the forget site's train split is required"
+            assert METRICS | {"gain_over_zero_filled", "psnr_volumes"} <= set(scores["test"]), (name, site)
+            assert all(math.isfinite(v) for v in scores["test"].values() if not isinstance(v, list))
+            volumes = scores["test"]["psnr_volumes"]
+            assert len(volumes) == results["sites"][site]["test_volumes"]
+            assert scores["test"]["psnr"] == pytest.approx(sum(volumes) / len(volumes))
+            zero_filled = results["models"]["zero_filled"]["sites"][site]["test"]["psnr"]
+            assert scores["test"]["gain_over_zero_filled"] == pytest.approx(scores["test"]["psnr"] - zero_filled)
+        if name != "zero_filled":
+            assert model["steps"] > 0 and model["wall_seconds"] > 0 and model["bytes_communicated"] > 0
+        assert METRICS <= set(model["sites"]["knee-0"]["train"]), "the forget site's train split is required"
     assert results["models"]["ft"]["retain_fraction"] == 0.5
+    zero_filled = results["models"]["zero_filled"]
+    assert zero_filled["steps"] == 0 and zero_filled["bytes_communicated"] == 0 and zero_filled["trained_on"] == []
+    assert results["summary"]["zero_filled"]["RTE"] is None
+
+
+def test_results_json_holds_intervals_and_the_calibrated_audit(smoke_run: CompletedRun) -> None:
+    results = smoke_run.results
+    for name, summary in results["summary"].items():
+        for part in ("BTA", "KTA", "UA"):
+            low, high = summary[part]["psnr_ci"]
+            assert low <= summary[part]["psnr"] <= high, (name, part)
+        audit = results["models"][name]["audit"]
+        assert 0 <= audit["mia_auc_ci"][0] <= audit["mia_auc_calibrated"] <= audit["mia_auc_ci"][1] <= 1, name
+        assert audit["mia_auc_uncalibrated_ci"][0] <= audit["mia_auc"] <= audit["mia_auc_uncalibrated_ci"][1]
+    oracle = results["models"]["oracle"]["audit"]
+    assert oracle["mia_auc_calibrated"] == 0.5 and oracle["mia_auc_ci"] == [0.5, 0.5], "the reference scores 0.5"
+    ft = results["summary"]["ft"]
+    assert ft["vs_oracle"]["KTA"]["psnr"] == pytest.approx(ft["KTA"]["psnr"] - results["summary"]["oracle"]["KTA"]["psnr"])
+    low, high = ft["vs_original"]["BTA"]["psnr_ci"]
+    assert low <= ft["vs_original"]["BTA"]["psnr"] <= high
+    assert "## Compared with the oracle and the original" in (smoke_run.folder / "report.md").read_text()
     for name, summary in results["summary"].items():
         assert {"BTA", "KTA", "UA", "RTE"} <= set(summary)
         assert summary["KTA"]["psnr"] == results["models"][name]["sites"]["knee-0"]["test"]["psnr"]
@@ -59,6 +87,12 @@ def test_run_folder_layout(smoke_run: CompletedRun) -> None:
 def test_fedforget_run_prints_the_run_folder_and_a_table(smoke_run: CompletedRun) -> None:
     assert str(smoke_run.folder) in smoke_run.output
     assert "knee-0" in smoke_run.output and "nl_ft" in smoke_run.output and "PSNR" in smoke_run.output
+    assert "zero_filled" in smoke_run.output and "vs ZF" in smoke_run.output
+    for warning in smoke_run.results["warnings"]:
+        assert f"WARNING: {warning}" in smoke_run.output
+    report = (smoke_run.folder / "report.md").read_text()
+    assert "Did the federation learn every site?" in report
+    assert all(warning in report for warning in smoke_run.results["warnings"])
 
 
 def test_report_re_renders_from_the_run_folder(smoke_run: CompletedRun) -> None:
@@ -70,6 +104,29 @@ def test_report_re_renders_from_the_run_folder(smoke_run: CompletedRun) -> None:
     assert "| ft |" in report.read_text() and (smoke_run.folder / "figures" / "methods.png").is_file()
     for site in ("brain-0", "knee-0"):
         assert (smoke_run.folder / "figures" / f"recon_{site}.png").is_file()
+
+
+def test_report_adds_the_zero_filled_row_to_an_older_run_folder(smoke_run: CompletedRun, tmp_path: Path) -> None:
+    older = tmp_path / "older-run"
+    shutil.copytree(smoke_run.folder, older)
+    results = json.loads((older / "results.json").read_text())
+    computed_at_sites = results["models"].pop("zero_filled")
+    results["summary"].pop("zero_filled")
+    for record in results["models"].values():
+        for splits in record["sites"].values():
+            for metrics in splits.values():
+                metrics.pop("gain_over_zero_filled")
+    (older / "results.json").write_text(json.dumps(results))
+    done = fedforget_report(older)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rebuilt = json.loads((older / "results.json").read_text())
+    for site, splits in computed_at_sites["sites"].items():
+        for split, metrics in splits.items():
+            assert rebuilt["models"]["zero_filled"]["sites"][site][split]["psnr"] == pytest.approx(metrics["psnr"])
+    for part in ("BTA", "KTA", "UA"):
+        assert rebuilt["summary"]["zero_filled"][part]["psnr"] == pytest.approx(
+            smoke_run.results["summary"]["zero_filled"][part]["psnr"])
+    assert "gain_over_zero_filled" in rebuilt["models"]["ft"]["sites"]["knee-0"]["test"]
 
 
 def _scalars(folder: Path) -> dict[str, list[tuple[int, float]]]:

@@ -19,18 +19,21 @@ from flwr.clientapp import ClientApp
 
 from fedforget.clients.site import SiteRuntime, runtime_for
 from fedforget.configs.compose import load_from_run_config
-from fedforget.learning.audits import membership_auc
-from fedforget.learning.evaluation import evaluate
-from fedforget.learning.training import train_steps
-from fedforget.recon.poison import artifact_score
+from fedforget.learning.audits import membership_audit
+from fedforget.learning.evaluation import Evaluation, Reconstructor
+from fedforget.learning.evaluation import zero_filled as zero_filled_reconstruction
+from fedforget.learning.training import reconstruct, train_steps
 from fedforget.strategies.protocol import (
     ARRAYS,
     ORIGINAL,
+    REFERENCE,
     SITE,
+    ZERO_FILLED,
     arrays_from_state,
     config_of,
     error_reply,
     metrics_reply,
+    split_metric,
 )
 from fedforget.unlearning import get_method
 from fedforget.unlearning.base import Phase, TermContext, frozen_copy, squared_gradient_mean, term_gradients
@@ -98,32 +101,45 @@ def train(message: Message, runtime: SiteRuntime) -> Message:
 @_site_action
 def evaluate_model(message: Message, runtime: SiteRuntime) -> Message:
     config = config_of(message.content)
-    model = runtime.load(message.content[ARRAYS])
-    results = {split: evaluate(model, runtime.split(split), runtime.loss, runtime.device,
-                               runtime.cfg.federation.batch_size, _artifact_scorer(runtime, split))
-               for split in str(config["splits"]).split(",")}
-    metrics: dict[str, float] = {"num-examples": results["test"].slices}
+    reconstructor = _reconstructor(message, runtime, bool(config.get(ZERO_FILLED, False)))
+    results = {split: runtime.score(reconstructor, split) for split in str(config["splits"]).split(",")}
+    metrics: dict[str, float | list[float]] = {"num-examples": results["test"].slices}
     for split, result in results.items():
-        metrics.update({f"{split}-psnr": result.metrics.psnr, f"{split}-ssim": result.metrics.ssim,
-                        f"{split}-nmse": result.metrics.nmse, f"{split}-loss": result.loss})
-        metrics.update({f"{split}-{key}": value for key, value in result.extras.items()})
+        metrics.update(_split_metrics(split, result))
     if "train" in results:
-        metrics["mia-auc"] = membership_auc(results["train"].slice_losses, results["test"].slice_losses)
+        reference = _reference_scores(message, runtime) if REFERENCE in message.content.array_records else {}
+        audit = membership_audit(results["train"], results["test"], reference.get("train"), reference.get("test"),
+                                 seed=runtime.cfg.seed)
+        metrics.update(audit.metrics())
     return metrics_reply(message, metrics)
 
 
-def _artifact_scorer(runtime: SiteRuntime, split: str):
-    """On clean test inputs of a poisoned federation: how much of the poison each reconstruction adds."""
-    poison = runtime.cfg.poison
-    if not poison.active or split != "test":
-        return None
-    def score(target, recon, sampled):
-        # Only the unsampled part of the poison can be hallucinated (data consistency fixes the rest);
-        # real fastMRI k-space is wider than its cropped images, where the full pattern is used.
-        columns = sampled if len(sampled) == target.shape[-1] else None
-        return {"artifact_score": artifact_score(poison.kind, recon, target, poison.strength, poison.seed, columns)}
+def _reconstructor(message: Message, runtime: SiteRuntime, zero_filled: bool) -> Reconstructor:
+    """The received model's reconstructions, or zero-filled ones (for which no model is sent)."""
+    if zero_filled:
+        return zero_filled_reconstruction
+    model = runtime.load(message.content[ARRAYS])
+    model.eval()
+    return lambda batch: reconstruct(model, batch)
 
-    return score
+
+def _reference_scores(message: Message, runtime: SiteRuntime) -> dict[str, Evaluation]:
+    """The reference model (the oracle) on the forget set and the held-out slices, for the calibrated audit."""
+    return {split: runtime.reference_score(message.content[REFERENCE], split) for split in ("train", "test")}
+
+
+def _split_metrics(split: str, result: Evaluation) -> dict[str, float | list[float]]:
+    """Means over volumes, plus per-volume PSNR / SSIM (and extras) for the server's bootstrap intervals.
+
+    Per-volume scores are aggregates of a volume's slices; per-slice losses never leave the site.
+    """
+    values: dict[str, float | list[float]] = {
+        "psnr": result.metrics.psnr, "ssim": result.metrics.ssim, "nmse": result.metrics.nmse, "loss": result.loss,
+        "psnr-volumes": [m.psnr for m in result.per_volume], "ssim-volumes": [m.ssim for m in result.per_volume]}
+    for key, value in result.extras.items():
+        values[key] = value
+        values[f"{key}-volumes"] = [e[key] for e in result.volume_extras]
+    return {split_metric(split, name): value for name, value in values.items()}
 
 
 @app.train("unlearn")

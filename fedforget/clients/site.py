@@ -20,9 +20,12 @@ from torch import nn
 from fedforget.configs.compose import fingerprint
 from fedforget.configs.schema import ExperimentConfig
 from fedforget.data.batches import BatchSource, stream_seed, unlearning_source
-from fedforget.data.datasets import CachedSliceDataset
+from fedforget.data.datasets import CachedSliceDataset, SliceSubset
 from fedforget.data.sites import open_site_split, site_folders
-from fedforget.learning.training import LocalTraining, model_from_config, pick_device
+from fedforget.learning.audits import artifact_scorer
+from fedforget.learning.checkpoints import state_sha256
+from fedforget.learning.evaluation import Evaluation, Reconstructor, evaluate_reconstructions
+from fedforget.learning.training import LocalTraining, model_from_config, pick_device, reconstruct
 from fedforget.recon.losses import ReconLoss
 from fedforget.recon.poison import PoisonManifest, load_manifest
 from fedforget.strategies.protocol import SiteError, state_from_arrays
@@ -78,6 +81,8 @@ class SiteRuntime:
         self.loss = ReconLoss(cfg.federation.l1_weight)
         self.training = LocalTraining(cfg.federation.lr, cfg.federation.grad_clip, cfg.federation.bf16)
         self._splits: dict[str, CachedSliceDataset] = {}
+        self._reference_model: nn.Module | None = None
+        self._reference_scores: dict[tuple[str, str], Evaluation] = {}
 
     @property
     def name(self) -> str:
@@ -95,6 +100,30 @@ class SiteRuntime:
                 raise SiteError(self.name, f"{self.identity.folders[name]} holds no slices")
             self._splits[name] = dataset
         return self._splits[name]
+
+    def evaluation_split(self, name: str) -> CachedSliceDataset | SliceSubset:
+        """What a split name means when scoring: the forget site's ``train`` is the forget set the request names
+        (all its training slices, or the known-poisoned ones at a poisoned site)."""
+        if name == "train" and self.is_forget_site and self.cfg.is_poisoned(self.name):
+            return SliceSubset(self.split("train"), self._training_slices("known"))
+        return self.split(name)
+
+    def score(self, reconstructor: Reconstructor, split: str) -> Evaluation:
+        """Scores of a reconstructor on a split (fastMRI metrics per volume, per-slice losses, artifact score)."""
+        return evaluate_reconstructions(reconstructor, self.evaluation_split(split), self.loss, self.device,
+                                        self.cfg.federation.batch_size, artifact_scorer(self.cfg.poison, split))
+
+    def reference_score(self, arrays: ArrayRecord, split: str) -> Evaluation:
+        """The reference model's scores on a split, computed once per process for each reference."""
+        state = state_from_arrays(arrays)
+        key = (state_sha256(state), split)
+        if key not in self._reference_scores:
+            if self._reference_model is None:
+                self._reference_model = model_from_config(self.cfg.model).to(self.device)
+            self._reference_model.load_state_dict(state)
+            self._reference_model.eval()
+            self._reference_scores[key] = self.score(lambda batch: reconstruct(self._reference_model, batch), split)
+        return self._reference_scores[key]
 
     def load(self, arrays: ArrayRecord) -> nn.Module:
         """The site's model holding the received weights."""

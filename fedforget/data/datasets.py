@@ -89,6 +89,23 @@ class CachedSliceDataset(SliceDataset):
         return self.raw_samples[i].fname.name
 
 
+class SliceSubset:
+    """Some slices of a dataset, indexable like it (a named forget set, a site's retain part)."""
+
+    def __init__(self, dataset: CachedSliceDataset, indices: Sequence[int]) -> None:
+        self.dataset = dataset
+        self.indices = list(indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> VarNetSample:
+        return self.dataset[self.indices[i]]
+
+    def volume_of(self, i: int) -> str:
+        return self.dataset.volume_of(self.indices[i])
+
+
 def cache_root() -> Path:
     """Where per-machine caches live (``$FEDFORGET_CACHE``, default ``~/.cache/fedforget``)."""
     return Path(os.environ.get("FEDFORGET_CACHE", Path.home() / ".cache" / "fedforget"))

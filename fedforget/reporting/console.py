@@ -8,11 +8,13 @@ from pathlib import Path
 
 def summary_lines(results: dict) -> list[str]:
     models = list(results["models"])
-    lines = [f"{'site':<10} {'role':<7} {'model':<14} {'PSNR':>7} {'SSIM':>7} {'NMSE':>8}"]
+    lines = [f"{'site':<10} {'role':<7} {'model':<14} {'PSNR':>7} {'vs ZF':>7} {'SSIM':>7} {'NMSE':>8}"]
     for site, info in results["sites"].items():
         for model in models:
             m = results["models"][model]["sites"][site]["test"]
-            lines.append(f"{site:<10} {info['role']:<7} {model:<14} {m['psnr']:7.2f} {m['ssim']:7.4f} "
+            gain = m.get("gain_over_zero_filled")
+            gain_text = f"{gain:+7.2f}" if gain is not None else f"{'-':>7}"
+            lines.append(f"{site:<10} {info['role']:<7} {model:<14} {m['psnr']:7.2f} {gain_text} {m['ssim']:7.4f} "
                          f"{m['nmse']:8.4f}")
     return lines
 
@@ -20,6 +22,8 @@ def summary_lines(results: dict) -> list[str]:
 def print_summary(run_dir: Path) -> None:
     results = json.loads((run_dir / "results.json").read_text())
     print(f"\nfedforget: run folder {run_dir}")
-    print("test split, fastMRI metrics (mean over volumes):")
+    print("test split, fastMRI metrics (mean over volumes); vs ZF = PSNR gain over zero-filled (dB):")
     for line in summary_lines(results):
         print("  " + line)
+    for warning in results.get("warnings", []):
+        print(f"fedforget: WARNING: {warning}")

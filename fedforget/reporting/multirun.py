@@ -1,4 +1,4 @@
-"""``fedforget report MULTIRUN_DIR``: mean ± std over seeds, and the retain-fraction sweep figure."""
+"""``fedforget report MULTIRUN_DIR``: mean and 95 % t-interval over seeds, and the retain-fraction sweep figure."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from fedforget.learning.intervals import mean_interval
 from fedforget.recon.atomic import atomic_write_bytes, atomic_write_json
 from fedforget.reporting.figures import method_comparison_chart, sweep_curve
 from fedforget.reporting.report import table
@@ -16,12 +17,14 @@ MULTIRUN_FILE = "multirun.json"
 SUMMARY_FIELDS = (("BTA", "psnr"), ("BTA", "ssim"), ("KTA", "psnr"), ("KTA", "ssim"), ("UA", "psnr"), ("UA", "ssim"))
 
 
-def _mean_std(values: list[float]) -> dict[str, float]:
+def _mean_std(values: list[float]) -> dict[str, Any]:
+    """Mean, standard deviation and the 95 % Student-t interval of the mean over seeds."""
     values = [v for v in values if v is not None]
     if not values:
-        return {"mean": None, "std": None, "n": 0}
+        return {"mean": None, "std": None, "ci": None, "n": 0}
+    interval = mean_interval(values)
     return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-            "n": len(values)}
+            "ci": list(interval) if interval else None, "n": len(values)}
 
 
 def load_jobs(folder: Path) -> list[dict[str, Any]]:
@@ -51,24 +54,38 @@ def aggregate(jobs: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]
             group[model]["RTE"].append(summary.get("RTE"))
             if "artifact" in summary:
                 group[model]["artifact"].append(summary["artifact"])
+            audit = job["results"]["models"][model].get("audit", {})
+            for key in ("mia_auc", "mia_auc_calibrated"):
+                if key in audit:
+                    group[model][key].append(audit[key])
+            for reference in ("oracle", "original"):
+                for part in ("BTA", "KTA"):
+                    difference = summary.get(f"vs_{reference}", {}).get(part, {}).get("psnr")
+                    if difference is not None:
+                        group[model][f"{part}_minus_{reference}"].append(difference)
             group[model]["seconds"].append(job["results"]["models"][model]["wall_seconds"])
     return {g: {m: {k: _mean_std(v) for k, v in metrics.items()} for m, metrics in models.items()}
             for g, models in groups.items()}
 
 
 def _cell(stats: dict[str, Any], digits: int) -> str:
-    if stats["mean"] is None:
+    if stats is None or stats["mean"] is None:
         return "–"
-    return f"{stats['mean']:.{digits}f} ± {stats['std']:.{digits}f}"
+    if stats.get("ci") is None:
+        return f"{stats['mean']:.{digits}f}"
+    return f"{stats['mean']:.{digits}f} ± {(stats['ci'][1] - stats['ci'][0]) / 2:.{digits}f}"
 
 
 def summary_markdown(aggregated: dict[str, dict[str, dict[str, Any]]], seeds: int) -> str:
-    parts = [f"# Multirun summary (mean ± std over {seeds} seed(s) per group)", ""]
+    parts = [f"# Multirun summary (mean ± half-width of the 95 % t-interval over {seeds} seed(s) per group)", ""]
     for group, models in aggregated.items():
-        header = ["model", "BTA PSNR", "BTA SSIM", "KTA PSNR", "KTA SSIM", "UA PSNR", "UA SSIM", "RTE", "artifact"]
+        header = ["model", "BTA PSNR", "BTA SSIM", "KTA PSNR", "KTA SSIM", "UA PSNR", "UA SSIM", "KTA - oracle",
+                  "BTA - oracle", "MIA AUC vs oracle", "MIA AUC (raw)", "RTE", "artifact"]
         rows = [[model, _cell(m["BTA_psnr"], 2), _cell(m["BTA_ssim"], 4), _cell(m["KTA_psnr"], 2),
-                 _cell(m["KTA_ssim"], 4), _cell(m["UA_psnr"], 2), _cell(m["UA_ssim"], 4), _cell(m["RTE"], 1),
-                 _cell(m["artifact"], 3) if "artifact" in m else "–"] for model, m in models.items()]
+                 _cell(m["KTA_ssim"], 4), _cell(m["UA_psnr"], 2), _cell(m["UA_ssim"], 4),
+                 _cell(m.get("KTA_minus_oracle"), 2), _cell(m.get("BTA_minus_oracle"), 2),
+                 _cell(m.get("mia_auc_calibrated"), 3), _cell(m.get("mia_auc"), 3), _cell(m["RTE"], 1),
+                 _cell(m.get("artifact"), 3)] for model, m in models.items()]
         parts += [f"## {group}", table(header, rows), ""]
     return "\n".join(parts)
 

@@ -6,15 +6,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from fedforget.configs.schema import ExperimentConfig
 from fedforget.recon.atomic import atomic_write_bytes
+from fedforget.reporting.comparisons import NOT_DISTINGUISHABLE, UNCHANGED, verdicts
 
 
-def _fmt(value: Any, digits: int = 2) -> str:
+def _fmt(value: Any, digits: int = 2, signed: bool = False) -> str:
     if value is None:
         return "–"
     if isinstance(value, float):
-        return f"{value:.{digits}f}"
+        return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
     return str(value)
 
 
@@ -39,24 +39,68 @@ def per_site_table(results: Mapping[str, Any]) -> str:
             for split in ("test", "train"):
                 if split in scores:
                     m = scores[split]
-                    rows.append([site, info["role"], split, model, _fmt(m["psnr"]), _fmt(m["ssim"], 4),
+                    rows.append([site, info["role"], split, model, _fmt(m["psnr"]),
+                                 _fmt(m.get("gain_over_zero_filled"), 2, signed=True), _fmt(m["ssim"], 4),
                                  _fmt(m["nmse"], 4)])
-    return table(["site", "role", "split", "model", "PSNR (dB)", "SSIM", "NMSE"], rows)
+    return table(["site", "role", "split", "model", "PSNR (dB)", "gain over zero-filled (dB)", "SSIM", "NMSE"], rows)
+
+
+def _with_interval(value: float | None, interval: list[float] | None, digits: int = 2, signed: bool = False) -> str:
+    text = _fmt(value, digits, signed)
+    if interval is None:
+        return text
+    return f"{text} [{interval[0]:{'+' if signed else ''}.{digits}f}, {interval[1]:{'+' if signed else ''}.{digits}f}]"
 
 
 def summary_table(results: Mapping[str, Any]) -> str:
+    """Per model: BTA / KTA / UA with 95 % intervals, RTE, the membership audit, cost."""
     rows = []
     for model, s in results["summary"].items():
         record = results["models"][model]
-        rows.append([model, _fmt(s["BTA"]["psnr"]), _fmt(s["BTA"]["ssim"], 4), _fmt(s["KTA"]["psnr"]),
-                     _fmt(s["KTA"]["ssim"], 4), _fmt(s["UA"]["psnr"]), _fmt(s["UA"]["ssim"], 4), _fmt(s["RTE"]),
-                     _fmt(record.get("audit", {}).get("mia_auc"), 3), record["steps"],
-                     _fmt(record["wall_seconds"], 1), f"{record['bytes_communicated'] / 1e6:.1f}"])
-    return table(["model", "BTA PSNR", "BTA SSIM", "KTA PSNR", "KTA SSIM", "UA PSNR", "UA SSIM", "RTE",
-                  "MIA AUC", "steps", "seconds", "MB moved"], rows)
+        audit = record.get("audit", {})
+        rows.append([model, _with_interval(s["BTA"]["psnr"], s["BTA"].get("psnr_ci")), _fmt(s["BTA"]["ssim"], 4),
+                     _with_interval(s["KTA"]["psnr"], s["KTA"].get("psnr_ci")), _fmt(s["KTA"]["ssim"], 4),
+                     _with_interval(s["UA"]["psnr"], s["UA"].get("psnr_ci")), _fmt(s["UA"]["ssim"], 4),
+                     _fmt(s["RTE"]), _with_interval(audit.get("mia_auc_calibrated"), audit.get("mia_auc_ci"), 3),
+                     _fmt(audit.get("mia_auc"), 3), record["steps"], _fmt(record["wall_seconds"], 1),
+                     f"{record['bytes_communicated'] / 1e6:.1f}"])
+    return table(["model", "BTA PSNR [95 % CI]", "BTA SSIM", "KTA PSNR [95 % CI]", "KTA SSIM", "UA PSNR [95 % CI]",
+                  "UA SSIM", "RTE", "MIA AUC vs oracle [95 % CI]", "MIA AUC (raw loss)", "steps", "seconds",
+                  "MB moved"], rows)
 
 
-def render_report(cfg: ExperimentConfig | None, results: Mapping[str, Any], figures: list[str] = ()) -> str:
+def comparison_table(results: Mapping[str, Any]) -> str:
+    """Per model and part: paired differences to the oracle and to the original, with what they mean."""
+    rows = []
+    for model, s in results["summary"].items():
+        if model in ("zero_filled", "oracle"):
+            continue
+        for part in ("BTA", "KTA", "UA"):
+            oracle = s.get("vs_oracle", {}).get(part, {})
+            original = s.get("vs_original", {}).get(part, {})
+            if not oracle and not original:
+                continue
+            rows.append([model, part, _with_interval(oracle.get("psnr"), oracle.get("psnr_ci"), signed=True),
+                         _with_interval(original.get("psnr"), original.get("psnr_ci"), signed=True),
+                         "; ".join(verdicts(s, part)) or "–"])
+    return table(["model", "part", "PSNR - oracle [95 % CI]", "PSNR - original [95 % CI]", "reading"], rows)
+
+
+def learned_table(results: Mapping[str, Any]) -> str:
+    """Per site: zero-filled, original and oracle test PSNR and their gains (is there anything to unlearn?)."""
+    models = results["models"]
+    rows = []
+    for site, info in results["sites"].items():
+        row = [site, info["role"], _fmt(models["zero_filled"]["sites"][site]["test"]["psnr"])]
+        for name in ("original", "oracle"):
+            m = models[name]["sites"][site]["test"] if name in models else {}
+            row += [_fmt(m.get("psnr")), _fmt(m.get("gain_over_zero_filled"), 2, signed=True)]
+        rows.append(row)
+    return table(["site", "role", "zero-filled PSNR", "original PSNR", "original gain", "oracle PSNR",
+                  "oracle gain"], rows)
+
+
+def render_report(results: Mapping[str, Any], figures: list[str] = ()) -> str:
     forget = results["forget_site"]
     parts = [
         f"# fedforget report: {results['experiment']}",
@@ -69,13 +113,31 @@ def render_report(cfg: ExperimentConfig | None, results: Mapping[str, Any], figu
         "## Sites",
         site_table(results),
         "",
+        "## Did the federation learn every site?",
+        "A model that is not clearly above zero-filled at a site has learned nothing there, and then nothing "
+        "can be unlearned: look at the gain over zero-filled (test PSNR, dB) first.",
+        "",
+        learned_table(results),
+        "",
+        *[f"**Warning: {warning}.**" for warning in results.get("warnings", [])],
+        "",
         "## Summary",
-        "BTA: mean over retain sites' test splits; KTA: the forget site's test split; UA: the forget site's "
-        "training split (the data to forget). A removal is good when it is close to the oracle on all three. "
-        "RTE = oracle seconds / model seconds. MIA AUC: loss-based membership inference on the forget site "
-        "(training vs held-out slices); the target is the oracle's value, not 0.5.",
+        "BTA: mean over retain sites' test splits; KTA: the forget site's test split; UA: the forget set "
+        "(the forget site's training slices, or its known-poisoned ones). A removal is good when it is close "
+        "to the oracle on all three. Intervals: 95 % volume bootstrap. RTE = oracle seconds / model seconds. "
+        "MIA AUC vs oracle: membership inference on the forget site with each slice's loss taken relative to "
+        "the oracle's (difficulty calibration): 0.5 is the oracle by construction, the original's value is "
+        "what there was to forget. MIA AUC (raw loss): the same attack on raw losses, which mostly measures "
+        "how hard the forget set's slices are compared with the held-out ones.",
         "",
         summary_table(results),
+        "",
+        "## Compared with the oracle and the original",
+        "Paired volume-bootstrap differences (the same resampled volumes for both models). A difference "
+        f"to the oracle whose interval contains 0 is marked *{NOT_DISTINGUISHABLE}*; a difference to the "
+        f"original whose interval contains 0, *{UNCHANGED}*.",
+        "",
+        comparison_table(results),
         "",
         "## Per site",
         per_site_table(results),
@@ -98,8 +160,8 @@ def render_report(cfg: ExperimentConfig | None, results: Mapping[str, Any], figu
     return "\n".join(parts)
 
 
-def write_report(root: Path, cfg: ExperimentConfig | None, results: Mapping[str, Any]) -> Path:
+def write_report(root: Path, results: Mapping[str, Any]) -> Path:
     figures = sorted(f"figures/{p.name}" for p in (root / "figures").glob("*.png"))
     path = root / "report.md"
-    atomic_write_bytes(path, render_report(cfg, results, figures).encode())
+    atomic_write_bytes(path, render_report(results, figures).encode())
     return path

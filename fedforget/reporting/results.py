@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fedforget.configs.schema import ExperimentConfig
+from fedforget.reporting.comparisons import add_intervals
 from fedforget.strategies.directory import SiteInfo
 
 SCHEMA_VERSION = 1
@@ -42,23 +43,33 @@ def site_section(cfg: ExperimentConfig, infos: Mapping[str, SiteInfo]) -> dict[s
             for name, info in infos.items()}
 
 
+ZERO_FILLED = "zero_filled"
+# A site counts as learned only when the original model beats zero-filled there by this much (PSNR dB).
+LEARNED_MARGIN_DB = 2.0
+
+
 def _mean(values: list[float]) -> float:
     return sum(values) / len(values)
 
 
-def summarise(cfg: ExperimentConfig, models: Mapping[str, ModelRecord]) -> dict[str, Any]:
+def _roles(results: Mapping[str, Any]) -> tuple[str, list[str]]:
+    forget = results["forget_site"]
+    return forget, [name for name in results["sites"] if name != forget]
+
+
+def summarise(results: Mapping[str, Any]) -> dict[str, Any]:
     """BTA (retain sites' test), KTA (forget site's test), UA (forget site's train), RTE (oracle time / time)."""
-    forget, retain = cfg.unlearning.forget_site, cfg.retain_sites
-    oracle = models.get("oracle")
+    forget, retain = _roles(results)
+    models = results["models"]
+    oracle_seconds = models["oracle"]["wall_seconds"] if "oracle" in models else None
     summary = {}
     for name, record in models.items():
-        scores = record.sites
+        scores, seconds = record["sites"], record["wall_seconds"]
         summary[name] = {
             "BTA": {m: _mean([scores[s]["test"][m] for s in retain]) for m in SUMMARY_METRICS},
             "KTA": {m: scores[forget]["test"][m] for m in SUMMARY_METRICS},
             "UA": {m: scores[forget]["train"][m] for m in SUMMARY_METRICS},
-            "RTE": (oracle.wall_seconds / record.wall_seconds
-                    if oracle is not None and record.wall_seconds > 0 else None),
+            "RTE": oracle_seconds / seconds if oracle_seconds is not None and seconds > 0 else None,
         }
         artifacts = [scores[s]["test"]["artifact_score"] for s in scores if "artifact_score" in scores[s]["test"]]
         if artifacts:
@@ -66,17 +77,43 @@ def summarise(cfg: ExperimentConfig, models: Mapping[str, ModelRecord]) -> dict[
     return summary
 
 
+def add_gains_over_zero_filled(results: dict[str, Any]) -> None:
+    """Every model's site entries get ``gain_over_zero_filled``: its PSNR minus zero-filled's (same split)."""
+    baseline = results["models"][ZERO_FILLED]["sites"]
+    for record in results["models"].values():
+        for site, splits in record["sites"].items():
+            for split, metrics in splits.items():
+                metrics["gain_over_zero_filled"] = metrics["psnr"] - baseline[site][split]["psnr"]
+
+
+def not_learned(results: Mapping[str, Any], model: str = "original") -> list[str]:
+    """Sites where ``model`` is not clearly above zero-filled, in words (nothing can be unlearned there)."""
+    return [f"site {site} was not learned: {splits['test']['gain_over_zero_filled']:+.1f} dB over zero-filled"
+            for site, splits in results["models"][model]["sites"].items()
+            if splits["test"]["gain_over_zero_filled"] < LEARNED_MARGIN_DB]
+
+
+def complete(results: dict[str, Any], seed: int = 0) -> dict[str, Any]:
+    """Derive what follows from the models' scores: gains over zero-filled, the summary with its
+    intervals and paired comparisons (bootstrap seeded by the run's ``seed``), warnings."""
+    add_gains_over_zero_filled(results)
+    results["summary"] = summarise(results)
+    add_intervals(results, seed)
+    results["warnings"] = not_learned(results) if "original" in results["models"] else []
+    return results
+
+
 def build_results(cfg: ExperimentConfig, infos: Mapping[str, SiteInfo], models: Mapping[str, ModelRecord],
                   extra: Mapping[str, Any]) -> dict[str, Any]:
-    return {
+    results = {
         "schema": SCHEMA_VERSION,
         "experiment": cfg.name,
         "forget_site": cfg.unlearning.forget_site,
         "sites": site_section(cfg, infos),
         "models": {name: record.to_json() for name, record in models.items()},
-        "summary": summarise(cfg, models),
         **extra,
     }
+    return complete(results, cfg.seed)
 
 
 def build_audit(cfg: ExperimentConfig, models: Mapping[str, ModelRecord], started: str, finished: str,

@@ -29,17 +29,30 @@ from fedforget.server.run_folder import RunFolder
 from fedforget.strategies.directory import SiteInfo
 from fedforget.strategies.fedavg import Progress, RoundReport, TrainedModel, train_federated
 from fedforget.strategies.link import SiteLink
-from fedforget.strategies.protocol import ARRAYS, CONFIG, EVALUATE, METRICS, SiteError, arrays_from_state
+from fedforget.strategies.protocol import (
+    ARRAYS,
+    CONFIG,
+    EVAL_SPLITS,
+    EVALUATE,
+    METRICS,
+    REFERENCE,
+    SiteError,
+    arrays_from_state,
+    parse_evaluation,
+)
+from fedforget.strategies.protocol import ZERO_FILLED as ZERO_FILLED_KEY
 from fedforget.strategies.removal import FederatedWorker
 from fedforget.unlearning import get_method
 from fedforget.unlearning.base import FORGET, RETAIN, run_unlearning
 from fedforget.unlearning.pga import reference_model
 
 ORIGINAL, ORACLE = "original", "oracle"
+# The no-learning baseline, scored at the sites like every model (a model is learned only above it).
+ZERO_FILLED = "zero_filled"
 PHASE_TAGS = {ORIGINAL: "federated", ORACLE: "oracle"}
 SiteScores = dict[str, dict[str, Any]]
-SCORE_KEYS = ("psnr", "ssim", "nmse", "loss", "artifact_score")
-RESULT_KEYS = ("psnr", "ssim", "nmse", "artifact_score")
+# What of a split's scores goes into results.json (the loss goes to TensorBoard only).
+RESULT_KEYS = ("psnr", "ssim", "nmse", "artifact_score", "psnr_volumes", "ssim_volumes", "artifact_score_volumes")
 
 
 @dataclass
@@ -53,6 +66,7 @@ class Session:
     boards: Boards
     cache_dir: Path | None
     scores: dict[str, SiteScores] = field(default_factory=dict)
+    reference: State | None = None  # the oracle: the membership audit's reference model
 
     @property
     def forget_site(self) -> str:
@@ -62,8 +76,12 @@ class Session:
         return model_from_config(self.cfg.model)
 
 
-def score_sites(session: Session, state: State, tag: str, step: int, tolerate: bool = False) -> SiteScores:
+def score_sites(session: Session, state: State | None, tag: str, step: int, tolerate: bool = False,
+                reference: State | None = None) -> SiteScores:
     """Evaluate one model at every site (test split; the forget site's train split too).
+
+    ``state=None`` scores zero-filled reconstructions (the sites need no model for them). A
+    ``reference`` (the oracle) goes to the forget site for the calibrated membership audit.
 
     With ``tolerate``, a site that fails is recorded as an event and left out;
     otherwise it fails the phase (final scores must cover every site).
@@ -71,8 +89,11 @@ def score_sites(session: Session, state: State, tag: str, step: int, tolerate: b
     contents = {}
     for site in session.sites:
         splits = "test,train" if site == session.forget_site else "test"
-        contents[site] = RecordDict({ARRAYS: arrays_from_state(state),
-                                     CONFIG: ConfigRecord({"splits": splits, "phase": tag, "step": step})})
+        config = ConfigRecord({"splits": splits, "phase": tag, "step": step, ZERO_FILLED_KEY: state is None})
+        records = {CONFIG: config} if state is None else {ARRAYS: arrays_from_state(state), CONFIG: config}
+        if reference is not None and site == session.forget_site:
+            records[REFERENCE] = arrays_from_state(reference)
+        contents[site] = RecordDict(records)
     exchange = session.link.send(EVALUATE, contents, f"evaluate/{tag}", step)
     if tolerate:
         for site, reason in exchange.failures.items():
@@ -82,11 +103,8 @@ def score_sites(session: Session, state: State, tag: str, step: int, tolerate: b
         replies = exchange.require_all()
     scores: SiteScores = {}
     for site, content in replies.items():
-        m = content[METRICS]
-        scores[site] = {split: {k: float(m[f"{split}-{k}"]) for k in SCORE_KEYS if f"{split}-{k}" in m}
-                        for split in ("test", "train") if f"{split}-psnr" in m}
-        if "mia-auc" in m:
-            scores[site]["mia_auc"] = float(m["mia-auc"])
+        splits, audit = parse_evaluation(content[METRICS])
+        scores[site] = {**splits, "audit": audit}
     return scores
 
 
@@ -94,16 +112,18 @@ def log_scores(session: Session, tag: str, step: int, scores: SiteScores) -> Non
     session.boards.site_metrics(tag, step, {s: _board_values(v) for s, v in scores.items()})
 
 
-def evaluate_at_sites(session: Session, state: State, tag: str, step: int, tolerate: bool = False) -> SiteScores:
+def evaluate_at_sites(session: Session, state: State | None, tag: str, step: int, tolerate: bool = False,
+                      reference: State | None = None) -> SiteScores:
     """Score a model at every site and write the scores to TensorBoard."""
-    scores = score_sites(session, state, tag, step, tolerate)
+    scores = score_sites(session, state, tag, step, tolerate, reference)
     log_scores(session, tag, step, scores)
     return scores
 
 
 def _board_values(site_scores: dict[str, Any]) -> dict[str, float]:
-    values = dict(site_scores["test"])
-    values.update({f"train_{k}": v for k, v in site_scores.get("train", {}).items()})
+    """A site's scalar scores as TensorBoard metrics (the train split's prefixed ``train_``)."""
+    values = {k: v for k, v in site_scores["test"].items() if isinstance(v, float)}
+    values.update({f"train_{k}": v for k, v in site_scores.get("train", {}).items() if isinstance(v, float)})
     return values
 
 
@@ -233,6 +253,12 @@ def _train(session: Session, name: str, sites: list[str], key: str) -> TrainedMo
                            exclude)
 
 
+def zero_filled_record() -> ModelRecord:
+    """The baseline's record: nothing trained, nothing moved; its scores come from :func:`final_scores`."""
+    return ModelRecord(wall_seconds=0.0, steps=0, retain_fraction=None, bytes_communicated=0, trained_on=[],
+                       details={"baseline": "RSS of the undersampled k-space, centre-cropped (no model)"})
+
+
 def trained_record(session: Session, trained: TrainedModel) -> ModelRecord:
     return ModelRecord(wall_seconds=trained.wall_seconds, steps=trained.steps, retain_fraction=None,
                        bytes_communicated=trained.bytes_communicated, trained_on=trained.sites,
@@ -293,16 +319,23 @@ def run_method(session: Session, name: str, original: TrainedModel,
                        trained_on=session.link.ledger.trained_on(tag), sha256=sha, details=details), state
 
 
-def final_scores(session: Session, name: str, state: State) -> SiteScores:
-    """Every model x every site, once, at the end (also the audit's membership AUC)."""
-    scores = evaluate_at_sites(session, state, f"final/{name}", 0)
+def final_scores(session: Session, name: str, state: State | None) -> SiteScores:
+    """Every model x every site, once (also the membership audit, calibrated against the oracle)."""
+    scores = evaluate_at_sites(session, state, f"final/{name}", 0, reference=session.reference)
     session.scores[name] = scores
     return scores
 
 
 def fill_record(record: ModelRecord, scores: SiteScores, forget_site: str) -> ModelRecord:
+    """A model's final scores into its record: per site and split, and the forget site's membership audit."""
     record.sites = {site: {split: {k: v[k] for k in RESULT_KEYS if k in v}
-                           for split, v in s.items() if split in ("test", "train")}
+                           for split, v in s.items() if split in EVAL_SPLITS}
                     for site, s in scores.items()}
-    record.audit = {"mia_auc": scores[forget_site].get("mia_auc", math.nan)}
+    audit = scores[forget_site]["audit"]
+    record.audit = {"mia_auc": audit.get("mia_auc", math.nan)}
+    if "mia_auc_ci_low" in audit:
+        record.audit["mia_auc_uncalibrated_ci"] = [audit["mia_auc_ci_low"], audit["mia_auc_ci_high"]]
+    if "mia_auc_calibrated" in audit:
+        record.audit["mia_auc_calibrated"] = audit["mia_auc_calibrated"]
+        record.audit["mia_auc_ci"] = [audit["mia_auc_calibrated_ci_low"], audit["mia_auc_calibrated_ci_high"]]
     return record

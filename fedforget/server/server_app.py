@@ -24,12 +24,14 @@ from fedforget.reporting.tensorboard import Boards
 from fedforget.server.phases import (
     ORACLE,
     ORIGINAL,
+    ZERO_FILLED,
     Session,
     fill_record,
     final_scores,
     obtain_trained,
     run_method,
     trained_record,
+    zero_filled_record,
 )
 from fedforget.server.retain_pool import server_retain_source, server_retain_worker
 from fedforget.server.run_folder import RunFolder, utc_now
@@ -74,6 +76,10 @@ def execute(grid: Grid, cfg: ExperimentConfig, run: RunFolder, cache_dir: Path |
                       sites, boards, cache_dir)
     try:
         original, models, states = _trained_models(session)
+        session.reference = states[ORACLE]
+        # The references first: every unlearning curve starts from the original's scores at step 0.
+        for name, record in models.items():
+            fill_record(record, final_scores(session, name, states[name]), session.forget_site)
         server_retain = _server_retain(session, original.state)
         for name in cfg.unlearning.methods:
             try:
@@ -81,10 +87,8 @@ def execute(grid: Grid, cfg: ExperimentConfig, run: RunFolder, cache_dir: Path |
             except SiteError as err:
                 run.event("method_stopped", method=name, site=err.site, reason=err.reason)
                 continue
-            models[name] = record
+            models[name] = fill_record(record, final_scores(session, name, state), session.forget_site)
             states[name] = state
-        for name, record in models.items():
-            fill_record(record, final_scores(session, name, states[name]), session.forget_site)
         _write_outputs(session, models, states)
     finally:
         boards.close()
@@ -92,7 +96,7 @@ def execute(grid: Grid, cfg: ExperimentConfig, run: RunFolder, cache_dir: Path |
 
 def _trained_models(session: Session) -> tuple[TrainedModel, dict[str, ModelRecord], dict[str, Any]]:
     """The original and the oracle (trained, cached or loaded), as records and weights."""
-    models, states = {}, {}
+    models, states = {ZERO_FILLED: zero_filled_record()}, {ZERO_FILLED: None}
     original = obtain_trained(session, ORIGINAL)
     oracle = obtain_trained(session, ORACLE)
     for name, trained in ((ORIGINAL, original), (ORACLE, oracle)):
@@ -115,10 +119,11 @@ def _write_outputs(session: Session, models: dict[str, ModelRecord], states: dic
              "training_steps": cfg.federation.training_steps}
     results = build_results(cfg, session.sites, models, extra)
     if cfg.report.figures:
-        results["figure_notes"] = render_figures(cfg, run.figures, results, states, session.boards)
+        models_only = {name: state for name, state in states.items() if state is not None}  # zero-filled has none
+        results["figure_notes"] = render_figures(cfg, run.figures, results, models_only, session.boards)
     atomic_write_json(run.root / "audit.json", build_audit(cfg, models, run.started, finished, run.events))
     atomic_write_json(run.root / "ledger.json", session.link.ledger.to_json())
-    write_report(run.root, cfg, results)
+    write_report(run.root, results)
     atomic_write_json(run.root / "results.json", results)
     run.set_status("completed", finished=finished)
 

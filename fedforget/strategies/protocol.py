@@ -24,7 +24,11 @@ CONFIG = "config"
 METRICS = "metrics"
 STATUS = "status"
 ORIGINAL = "original"
+# The reference model of the calibrated membership audit (the oracle), sent to the forget site with final evaluations.
+REFERENCE = "reference"
 SITE = "site"
+# An evaluate message with this config key set scores zero-filled reconstructions (no model travels).
+ZERO_FILLED = "zero-filled"
 
 
 class SiteError(RuntimeError):
@@ -82,3 +86,31 @@ def metrics_reply(message: Message, metrics: Mapping[str, float], arrays: ArrayR
     for key, values in configs.items():
         records[key] = ConfigRecord(dict(values))
     return Message(RecordDict(records), reply_to=message)
+
+
+# Evaluation replies name each value "<split>-<metric>" (e.g. "test-psnr", "train-psnr-volumes");
+# audit values ("mia-auc", ...) have no split. These two functions are the only place that spelling lives.
+EVAL_SPLITS = ("test", "train")
+
+
+def split_metric(split: str, metric: str) -> str:
+    """The MetricRecord key of one split's metric."""
+    return f"{split}-{metric}"
+
+
+def parse_evaluation(metrics: Mapping[str, Any]) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """An evaluation reply's values: per split (metric names with ``_``), and the rest (audit values).
+
+    Returns:
+        ``({"test": {"psnr": .., "psnr_volumes": [..]}, "train": {..}}, {"mia_auc": .., ...})``.
+    """
+    splits: dict[str, dict[str, Any]] = {}
+    rest: dict[str, Any] = {}
+    for key, value in metrics.items():
+        split, _, metric = key.partition("-")
+        value = [float(v) for v in value] if isinstance(value, list) else float(value)
+        if split in EVAL_SPLITS:
+            splits.setdefault(split, {})[metric.replace("-", "_")] = value
+        elif key != "num-examples":
+            rest[key.replace("-", "_")] = value
+    return splits, rest
