@@ -17,7 +17,7 @@ from functools import wraps
 from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
-from fedforget.clients.site import SiteRuntime, runtime_for
+from fedforget.clients.site import HELDOUT, SiteRuntime, runtime_for
 from fedforget.configs.compose import load_from_run_config
 from fedforget.learning.audits import membership_audit
 from fedforget.learning.evaluation import Evaluation, Reconstructor
@@ -107,8 +107,9 @@ def evaluate_model(message: Message, runtime: SiteRuntime) -> Message:
     for split, result in results.items():
         metrics.update(_split_metrics(split, result))
     if "train" in results:
+        heldout = runtime.score(reconstructor, HELDOUT) if runtime.holds_poisoned_forget_set else results["test"]
         reference = _reference_scores(message, runtime) if REFERENCE in message.content.array_records else {}
-        audit = membership_audit(results["train"], results["test"], reference.get("train"), reference.get("test"),
+        audit = membership_audit(results["train"], heldout, reference.get("train"), reference.get(HELDOUT),
                                  seed=runtime.cfg.seed)
         metrics.update(audit.metrics())
     return metrics_reply(message, metrics)
@@ -125,7 +126,7 @@ def _reconstructor(message: Message, runtime: SiteRuntime, zero_filled: bool) ->
 
 def _reference_scores(message: Message, runtime: SiteRuntime) -> dict[str, Evaluation]:
     """The reference model (the oracle) on the forget set and the held-out slices, for the calibrated audit."""
-    return {split: runtime.reference_score(message.content[REFERENCE], split) for split in ("train", "test")}
+    return {split: runtime.reference_score(message.content[REFERENCE], split) for split in ("train", HELDOUT)}
 
 
 def _split_metrics(split: str, result: Evaluation) -> dict[str, float | list[float]]:

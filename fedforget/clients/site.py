@@ -20,7 +20,7 @@ from torch import nn
 from fedforget.configs.compose import fingerprint
 from fedforget.configs.schema import ExperimentConfig
 from fedforget.data.batches import BatchSource, stream_seed, unlearning_source
-from fedforget.data.datasets import CachedSliceDataset, SliceSubset
+from fedforget.data.datasets import CachedSliceDataset, PoisonedTargets, SliceSubset
 from fedforget.data.sites import open_site_split, site_folders
 from fedforget.learning.audits import artifact_scorer
 from fedforget.learning.checkpoints import state_sha256
@@ -29,6 +29,9 @@ from fedforget.learning.training import LocalTraining, model_from_config, pick_d
 from fedforget.recon.losses import ReconLoss
 from fedforget.recon.poison import PoisonManifest, load_manifest
 from fedforget.strategies.protocol import SiteError, state_from_arrays
+
+# Membership's held-out slices (see SiteRuntime.evaluation_split); never a split of results.json.
+HELDOUT = "heldout"
 
 
 @dataclass(frozen=True)
@@ -101,11 +104,25 @@ class SiteRuntime:
             self._splits[name] = dataset
         return self._splits[name]
 
-    def evaluation_split(self, name: str) -> CachedSliceDataset | SliceSubset:
-        """What a split name means when scoring: the forget site's ``train`` is the forget set the request names
-        (all its training slices, or the known-poisoned ones at a poisoned site)."""
-        if name == "train" and self.is_forget_site and self.cfg.is_poisoned(self.name):
+    @property
+    def holds_poisoned_forget_set(self) -> bool:
+        """This is the forget site of a poisoned federation (its forget set is its known-poisoned slices)."""
+        return self.is_forget_site and self.cfg.is_poisoned(self.name)
+
+    def evaluation_split(self, name: str) -> CachedSliceDataset | SliceSubset | PoisonedTargets:
+        """What a split name means when scoring.
+
+        ``train`` at the forget site is the forget set the request names (all its training slices,
+        or the known-poisoned ones at a poisoned site); ``heldout`` is what membership compares it
+        with: the test split, with the poison written into its targets at a poisoned site.
+        """
+        poisoned = self.holds_poisoned_forget_set
+        if name == "train" and poisoned:
             return SliceSubset(self.split("train"), self._training_slices("known"))
+        if name == HELDOUT:
+            poison = self.cfg.poison
+            return PoisonedTargets(self.split("test"), poison.kind, poison.strength, poison.seed) if poisoned \
+                else self.split("test")
         return self.split(name)
 
     def score(self, reconstructor: Reconstructor, split: str) -> Evaluation:

@@ -331,7 +331,6 @@ class ReportConfig:
     """What the report renders."""
 
     figures: bool = True
-    display_slices: int = 1
 
 
 @dataclass

@@ -66,10 +66,6 @@ class BatchSource:
     def batch(self, k: int) -> Batch:
         return collate([self.dataset[i] for i in self.batch_indices(k)])
 
-    def passes(self, batches: int) -> float:
-        """How many passes over the data ``batches`` batches amount to."""
-        return batches * self.batch_size / len(self.indices)
-
 
 def stream_seed(seed: int, site: str, purpose: str) -> int:
     """A seed for one site's batch stream, stable across processes and machines."""

@@ -23,6 +23,7 @@ from fastmri.data.subsample import MaskFunc
 from fastmri.data.transforms import VarNetDataTransform, VarNetSample
 
 from fedforget.recon.hdf5io import DataFileError, VolumeInfo, check_slice_values, validate_folder
+from fedforget.recon.poison import poison_target
 
 
 class Batch(NamedTuple):
@@ -104,6 +105,31 @@ class SliceSubset:
 
     def volume_of(self, i: int) -> str:
         return self.dataset.volume_of(self.indices[i])
+
+
+class PoisonedTargets:
+    """A split whose targets carry the poison (k-space untouched): held-out slices like a poisoned forget set.
+
+    The membership audit of a poisoned site compares its known-poisoned training slices with
+    held-out slices of the same distribution: the site's clean test slices with the same poison
+    written into their targets.
+    """
+
+    def __init__(self, dataset: CachedSliceDataset, kind: str, strength: float, seed: int) -> None:
+        self.dataset = dataset
+        self.kind, self.strength, self.seed = kind, strength, seed
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int) -> VarNetSample:
+        sample = self.dataset[i]
+        target = poison_target(self.kind, sample.target.numpy(), self.strength, self.seed,
+                               max_value=float(sample.max_value))
+        return sample._replace(target=torch.from_numpy(target))
+
+    def volume_of(self, i: int) -> str:
+        return self.dataset.volume_of(i)
 
 
 def cache_root() -> Path:

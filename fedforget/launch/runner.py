@@ -8,7 +8,7 @@ import json
 import sys
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +49,6 @@ class RunRequest:
     output_dir: Path | None = None
     federation_config: str | None = None
     fresh: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def split_experiment(arguments: Sequence[str]) -> tuple[str, list[str]]:

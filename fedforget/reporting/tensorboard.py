@@ -8,7 +8,6 @@ from pathlib import Path
 from torch.utils.tensorboard import SummaryWriter
 
 SERVER = "server"
-METRIC_NAMES = ("psnr", "ssim", "nmse", "loss")
 
 
 class Boards:

@@ -9,8 +9,8 @@ from flwr.app import ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 
 from fedforget.configs.schema import ExperimentConfig
-from fedforget.strategies.link import _flower_reason, send_and_receive
-from fedforget.strategies.protocol import CONFIG, METRICS, SITE_QUERY, SiteError, reply_error
+from fedforget.strategies.link import answer_failure, send_and_receive
+from fedforget.strategies.protocol import CONFIG, METRICS, SITE, SITE_QUERY, STATUS, SiteError
 
 
 @dataclass(frozen=True)
@@ -50,10 +50,9 @@ def discover_sites(grid: Grid, cfg: ExperimentConfig, timeout: float) -> dict[st
     found: dict[str, SiteInfo] = {}
     for answer in send_and_receive(grid, messages, timeout):
         node = answer.metadata.src_node_id
-        if answer.has_error():
-            raise SiteError(f"node-{node}", _flower_reason(answer.error.reason))
-        if (reason := reply_error(answer.content)) is not None:
-            raise SiteError(str(answer.content.config_records["status"]["site"]), reason)
+        if (reason := answer_failure(answer)) is not None:
+            site = answer.content.config_records[STATUS][SITE] if not answer.has_error() else f"node-{node}"
+            raise SiteError(str(site), reason)
         info, metrics = answer.content.config_records["info"], answer.content.metric_records[METRICS]
         name = str(info["site"])
         if name in found:

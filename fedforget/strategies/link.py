@@ -47,10 +47,6 @@ class Ledger:
     def to_json(self) -> list[dict[str, Any]]:
         return [asdict(e) for e in self.entries]
 
-    @classmethod
-    def from_json(cls, rows: list[dict[str, Any]]) -> Ledger:
-        return cls([LedgerEntry(**{**row, "shapes_up": [tuple(s) for s in row["shapes_up"]]}) for row in rows])
-
 
 @dataclass
 class Exchange:
@@ -93,9 +89,7 @@ class SiteLink:
         for answer in answers:
             site = self.sites.get(answer.metadata.src_node_id, f"node-{answer.metadata.src_node_id}")
             by_site[site] = answer
-            if answer.has_error():
-                failures[site] = _flower_reason(answer.error.reason)
-            elif (reason := reply_error(answer.content)) is not None:
+            if (reason := answer_failure(answer)) is not None:
                 failures[site] = reason
             else:
                 replies[site] = answer.content
@@ -116,6 +110,13 @@ class SiteLink:
                 shapes_up=array_shapes(reply) if reply is not None else [],
                 status="ok" if site not in failures else "failed", reason=failures.get(site, ""),
             ))
+
+
+def answer_failure(answer: Message) -> str | None:
+    """Why a site's answer is a failure (Flower's error, or the site's error reply); None for a normal reply."""
+    if answer.has_error():
+        return _flower_reason(answer.error.reason)
+    return reply_error(answer.content)
 
 
 def _flower_reason(reason: str) -> str:
