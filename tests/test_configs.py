@@ -76,3 +76,37 @@ def test_the_schema_names_every_registered_method_in_order() -> None:
     from fedforget.unlearning import REGISTRY
 
     assert tuple(REGISTRY) == METHOD_NAMES
+
+
+def test_group_files_state_only_what_differs_from_the_schema() -> None:
+    """Defaults live in the dataclasses: a group option that repeats one would be a second place to change it."""
+    import dataclasses
+    from pathlib import Path
+
+    import yaml
+
+    from fedforget.configs import schema
+
+    groups = {"data": schema.DataConfig, "federation": schema.FederationConfig, "model": schema.ModelConfig,
+              "unlearning": schema.UnlearningConfig, "poison": schema.PoisonConfig}
+    naming = {"data": "kind", "model": "preset", "poison": "kind"}  # the key that says which option a file is
+    root = Path(schema.__file__).parent
+    repeated = []
+    for group, cls in groups.items():
+        defaults = {f.name: getattr(cls(), f.name) for f in dataclasses.fields(cls)}
+        for option in sorted((root / group).glob("*.yaml")):
+            for key, value in (yaml.safe_load(option.read_text()) or {}).items():
+                if key in defaults and defaults[key] == value and key != naming.get(group):
+                    repeated.append(f"{group}/{option.name}: {key}={value!r}")
+    assert not repeated, repeated
+
+
+def test_model_presets_resolve_and_keys_override_them() -> None:
+    from fedforget.configs.schema import MODEL_PRESETS
+
+    paper = load_experiment("paper-brain-knee", ["data.root=/data"]).model
+    assert paper.shape() == MODEL_PRESETS["paper"]
+    custom = load_experiment("smoke", ["model.chans=16"]).model
+    assert custom.shape() == {**MODEL_PRESETS["tiny"], "chans": 16}
+    with pytest.raises(ConfigError, match="model.preset"):
+        load_experiment("smoke", ["model.preset=huge"])

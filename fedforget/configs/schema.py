@@ -121,21 +121,38 @@ class SiteConfig:
         return self.test_volumes_from, self.test_volumes
 
 
+SHAPE_KEYS = ("num_cascades", "chans", "pools", "sens_chans", "sens_pools")
+# The one place model shapes live (fedforget.recon.models.PRESETS is built from it).
+MODEL_PRESETS: dict[str, dict[str, int]] = {
+    # CPU demo: 124,222 parameters.
+    "tiny": {"num_cascades": 4, "chans": 8, "pools": 2, "sens_chans": 4, "sens_pools": 2},
+    # 1,691,780 parameters.
+    "small": {"num_cascades": 6, "chans": 12, "pools": 3, "sens_chans": 6, "sens_pools": 3},
+    # fastMRI's default and the papers' model: 29,936,966 parameters.
+    "paper": {"num_cascades": 12, "chans": 18, "pools": 4, "sens_chans": 8, "sens_pools": 4},
+}
+
+
 @dataclass
 class ModelConfig:
-    """E2E-VarNet shape (fastMRI's ``VarNet``); presets live in ``configs/model``."""
+    """E2E-VarNet shape (fastMRI's ``VarNet``): a preset, each value of which a key may override (0 = the preset's)."""
 
     preset: str = "tiny"
-    num_cascades: int = 4
-    chans: int = 8
-    pools: int = 2
-    sens_chans: int = 4
-    sens_pools: int = 2
+    num_cascades: int = 0
+    chans: int = 0
+    pools: int = 0
+    sens_chans: int = 0
+    sens_pools: int = 0
 
     def __post_init__(self) -> None:
-        for key in ("num_cascades", "chans", "pools", "sens_chans", "sens_pools"):
+        _require(self.preset in MODEL_PRESETS, "model.preset", self.preset, f"one of {sorted(MODEL_PRESETS)}")
+        for key in SHAPE_KEYS:
             value = getattr(self, key)
-            _require(value >= 1, f"model.{key}", value, ">= 1")
+            _require(value >= 0, f"model.{key}", value, ">= 1 (or 0 for the preset's value)")
+
+    def shape(self) -> dict[str, int]:
+        """The resolved shape: the preset's values, with every non-zero key overriding its own."""
+        return {key: getattr(self, key) or MODEL_PRESETS[self.preset][key] for key in SHAPE_KEYS}
 
 
 FAULT_MODES = ("exit", "error", "hang")
@@ -174,8 +191,8 @@ class FaultConfig:
 class FederationConfig:
     """FedAvg training: rounds of local Adam steps on every participating site."""
 
-    rounds: int = 20
-    local_steps: int = 10
+    rounds: int = 30
+    local_steps: int = 8
     batch_size: int = 4
     lr: float = 1e-3
     l1_weight: float = 0.0
@@ -294,7 +311,7 @@ class UnlearningConfig:
     steps: int = 0
     lr: float = 1e-3
     batch_size: int = 4
-    eval_every: int = 5
+    eval_every: int = 4
     from_checkpoint: str = ""
     server_retain_root: str = ""
     ga_l1: GAL1Config = field(default_factory=GAL1Config)

@@ -18,7 +18,7 @@ from fedforget.recon.models import VarNetShape, build_varnet
 
 def model_from_config(m: ModelConfig) -> nn.Module:
     """The E2E-VarNet a model config describes (fresh weights)."""
-    return build_varnet(VarNetShape(m.num_cascades, m.chans, m.pools, m.sens_chans, m.sens_pools))
+    return build_varnet(VarNetShape(**m.shape()))
 
 
 def initial_state(m: ModelConfig, seed: int) -> State:

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import torch
 from fastmri.models import VarNet
 
+from fedforget.configs.schema import MODEL_PRESETS
+
 __all__ = [
     "VarNetShape",
     "PRESETS",
@@ -35,16 +37,7 @@ class VarNetShape:
     sens_pools: int
 
 
-PRESETS: dict[str, VarNetShape] = {
-    # CPU demo: 124,222 parameters, trains on 64 x 64 data in seconds.
-    "tiny": VarNetShape(num_cascades=4, chans=8, pools=2, sens_chans=4, sens_pools=2),
-    # 1,691,780 parameters.
-    "small": VarNetShape(num_cascades=6, chans=12, pools=3, sens_chans=6, sens_pools=3),
-    # fastMRI's default and the papers' model: 29,936,966 parameters.
-    "paper": VarNetShape(
-        num_cascades=12, chans=18, pools=4, sens_chans=8, sens_pools=4
-    ),
-}
+PRESETS: dict[str, VarNetShape] = {name: VarNetShape(**shape) for name, shape in MODEL_PRESETS.items()}
 
 
 def varnet_preset(name: str) -> VarNetShape:
