@@ -110,3 +110,15 @@ def test_model_presets_resolve_and_keys_override_them() -> None:
     assert custom.shape() == {**MODEL_PRESETS["tiny"], "chans": 16}
     with pytest.raises(ConfigError, match="model.preset"):
         load_experiment("smoke", ["model.preset=huge"])
+
+
+def test_every_path_field_is_made_absolute_before_flower_runs(tmp_path, monkeypatch) -> None:
+    from fedforget.configs.schema import path_keys
+    from fedforget.launch.runner import absolute_overrides
+
+    assert set(path_keys()) == {"cache_dir", "data.root", "unlearning.from_checkpoint", "unlearning.server_retain_root"}
+    monkeypatch.chdir(tmp_path)
+    made = absolute_overrides([f"{key}=relative/{i}" for i, key in enumerate(path_keys())] + ["seed=3"], {})
+    assert made[-1] == "seed=3"
+    for i, override in enumerate(made[:-1]):
+        assert override.split("=", 1)[1] == str(tmp_path / "relative" / str(i))

@@ -19,6 +19,7 @@ from flwr.clientapp import ClientApp
 
 from fedforget.clients.site import HELDOUT, SiteRuntime, runtime_for
 from fedforget.configs.compose import load_from_run_config
+from fedforget.configs.schema import FORGET
 from fedforget.learning.audits import membership_audit
 from fedforget.learning.evaluation import Evaluation, Reconstructor
 from fedforget.learning.evaluation import zero_filled as zero_filled_reconstruction
@@ -150,7 +151,7 @@ def unlearn_share(message: Message, runtime: SiteRuntime) -> Message:
     _injected_fault(runtime, f"unlearn/{config['method']}", int(config.get("index", 0)) + 1)
     method = get_method(str(config["method"]), runtime.cfg.unlearning)
     role = str(config["role"])
-    source = runtime.forget_source() if role == "forget" else runtime.retain_source()
+    source = runtime.forget_source() if role == FORGET else runtime.retain_source()
     model = runtime.load(message.content[ARRAYS])
     ctx = TermContext(loss=runtime.loss, seed=runtime.cfg.seed)
     if ORIGINAL in message.content.array_records:

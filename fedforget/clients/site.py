@@ -18,7 +18,7 @@ from flwr.app import ArrayRecord
 from torch import nn
 
 from fedforget.configs.compose import fingerprint
-from fedforget.configs.schema import ExperimentConfig
+from fedforget.configs.schema import FORGET, RETAIN, ExperimentConfig
 from fedforget.data.batches import BatchSource, stream_seed, unlearning_source
 from fedforget.data.datasets import CachedSliceDataset, PoisonedTargets, SliceSubset
 from fedforget.data.sites import open_site_split, site_folders
@@ -181,13 +181,13 @@ class SiteRuntime:
             raise SiteError(self.name, f"asked for forget data, but the forget site is "
                                        f"{self.cfg.unlearning.forget_site}")
         known = self._training_slices("known") if self.cfg.is_poisoned(self.name) else None
-        return unlearning_source(self.cfg, self.name, self.split("train"), role="forget", indices=known)
+        return unlearning_source(self.cfg, self.name, self.split("train"), role=FORGET, indices=known)
 
     def retain_source(self) -> BatchSource:
         """The retain fraction of this site's training slices (never available at the forget site)."""
         if self.is_forget_site:
             raise SiteError(self.name, "asked for retain data, but this is the forget site")
-        return unlearning_source(self.cfg, self.name, self.split("train"), role="retain")
+        return unlearning_source(self.cfg, self.name, self.split("train"), role=RETAIN)
 
 
 _RUNTIMES: dict[tuple[str, str], SiteRuntime] = {}

@@ -8,17 +8,24 @@ value fails before any data is read or any process is started.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Dict, List
 
 ANATOMIES = ("brain", "knee")
 DATA_KINDS = ("synthetic", "fastmri")
 MASK_TYPES = ("equispaced_fraction", "equispaced", "random")
+# A site's role in a removal, and the unlearning party it plays.
+FORGET, RETAIN = "forget", "retain"
 RETAIN_ACCESS = ("sites", "server")
 POISON_TYPES = ("none", "lesion", "ghosting", "noise")
 DEVICES = ("auto", "cpu", "cuda")
 # The unlearning registry's names, in its order (fedforget.unlearning.REGISTRY must match; a test checks).
 METHOD_NAMES = ("ft", "ga", "ga_l1", "ga_l1_ft", "nl", "nl_ft", "ssd", "lfssd", "bad_teacher", "grad_surgery", "pga")
+
+
+# Marks a field that holds a file system path: `fedforget run` makes it absolute (Flower never changes directory).
+PATH = {"path": True}
 
 
 def _require(condition: bool, key: str, value: object, expected: str) -> None:
@@ -36,7 +43,7 @@ class DataConfig:
     """
 
     kind: str = "synthetic"
-    root: str = "data/synthetic"
+    root: str = field(default="data/synthetic", metadata=PATH)
     size: int = 64
     coils: int = 4
     slices_per_volume: int = 8
@@ -312,8 +319,8 @@ class UnlearningConfig:
     lr: float = 1e-3
     batch_size: int = 4
     eval_every: int = 4
-    from_checkpoint: str = ""
-    server_retain_root: str = ""
+    from_checkpoint: str = field(default="", metadata=PATH)
+    server_retain_root: str = field(default="", metadata=PATH)
     ga_l1: GAL1Config = field(default_factory=GAL1Config)
     nl: NLConfig = field(default_factory=NLConfig)
     ssd: SSDConfig = field(default_factory=SSDConfig)
@@ -356,7 +363,7 @@ class ExperimentConfig:
 
     name: str = "default"
     seed: int = 0
-    cache_dir: str = ""
+    cache_dir: str = field(default="", metadata=PATH)
     data: DataConfig = field(default_factory=DataConfig)
     sites: Dict[str, SiteConfig] = field(default_factory=dict)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -403,3 +410,16 @@ class ExperimentConfig:
     def oracle_sites(self) -> list[str]:
         """Who trains the oracle: every site minus its poisoned slices, or the retain sites."""
         return self.site_names if self.poison.active else self.retain_sites
+
+
+def path_keys(cls: type = ExperimentConfig, prefix: str = "") -> list[str]:
+    """The dotted keys of every path field (marked with ``PATH``) of a config dataclass, recursively."""
+    keys = []
+    for item in dataclasses.fields(cls):
+        if item.metadata.get("path"):
+            keys.append(prefix + item.name)
+        elif dataclasses.is_dataclass(item.type if isinstance(item.type, type) else None):
+            keys += path_keys(item.type, f"{prefix}{item.name}.")
+        elif isinstance(item.default_factory, type) and dataclasses.is_dataclass(item.default_factory):
+            keys += path_keys(item.default_factory, f"{prefix}{item.name}.")
+    return keys

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from fedforget.configs.schema import ExperimentConfig
+from fedforget.configs.schema import FORGET, ExperimentConfig
 from fedforget.data.datasets import Batch, CachedSliceDataset, collate
 
 
@@ -81,6 +81,6 @@ def unlearning_source(cfg: ExperimentConfig, site: str, train: CachedSliceDatase
     """
     u = cfg.unlearning
     seed = stream_seed(cfg.seed, site, role)
-    if role != "forget":
+    if role != FORGET:
         indices = subset_indices(len(train), u.retain_fraction, seed)
     return BatchSource(train, u.batch_size, seed, indices)

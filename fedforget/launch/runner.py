@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from fedforget.configs.compose import ConfigError, declared_sweep, load_experiment, to_plain
-from fedforget.configs.schema import ExperimentConfig
+from fedforget.configs.schema import ExperimentConfig, path_keys
 from fedforget.data.preparation import DataError, prepare_data
 from fedforget.launch.flower import flwr_run, run_status, simulation_superlink, stage_app, write_run_config
 from fedforget.learning.checkpoints import load_checkpoint
@@ -24,6 +24,7 @@ from fedforget.recon.hdf5io import DataFileError
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 DEFAULT_EXPERIMENT = "demo"
 CONNECTION = "fedforget-sim"
+PATH_KEYS = frozenset(path_keys())
 
 
 class RunFailed(RuntimeError):
@@ -93,8 +94,7 @@ def absolute_overrides(overrides: Sequence[str], defaults: dict[str, Path]) -> l
     result, given = [], set()
     for override in overrides:
         key, _, value = override.partition("=")
-        if key.lstrip("+") in ("data.root", "cache_dir", "unlearning.from_checkpoint",
-                               "unlearning.server_retain_root") and value:
+        if key.lstrip("+") in PATH_KEYS and value:
             value = str(Path(value).expanduser().resolve())
             override = f"{key}={value}"
         given.add(key.lstrip("+"))

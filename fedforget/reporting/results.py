@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from fedforget.configs.schema import ExperimentConfig
+from fedforget.configs.schema import FORGET, RETAIN, ExperimentConfig
 from fedforget.reporting.comparisons import add_intervals
 from fedforget.strategies.directory import SiteInfo
 
@@ -36,7 +36,7 @@ class ModelRecord:
 
 def site_section(cfg: ExperimentConfig, infos: Mapping[str, SiteInfo]) -> dict[str, Any]:
     forget = cfg.unlearning.forget_site
-    return {name: {"anatomy": cfg.sites[name].anatomy, "role": "forget" if name == forget else "retain",
+    return {name: {"anatomy": cfg.sites[name].anatomy, "role": FORGET if name == forget else RETAIN,
                    "poisoned": cfg.is_poisoned(name), "train_slices": info.train_slices,
                    "test_slices": info.test_slices, "train_volumes": info.train_volumes,
                    "test_volumes": info.test_volumes, "device": info.device}

@@ -23,15 +23,13 @@ from typing import Any, ClassVar, Protocol
 import torch
 from torch import nn
 
-from fedforget.configs.schema import UnlearningConfig
+from fedforget.configs.schema import FORGET, RETAIN, UnlearningConfig
 from fedforget.data.batches import BatchSource
 from fedforget.data.datasets import Batch
 from fedforget.learning.checkpoints import State
 from fedforget.learning.training import batch_loss, reconstruct
 from fedforget.recon.losses import ReconLoss
 
-FORGET = "forget"
-RETAIN = "retain"
 ROLES = (FORGET, RETAIN)
 
 # Parameter-shaped tensors by name: weights, gradients, importances (the checkpoints' State).
