@@ -276,152 +276,99 @@ def validate_volume(path: Path, scan_kspace: bool = True) -> VolumeInfo:
             volume maximum of ``reconstruction_rss``.
     """
     path = Path(path)
+    with _open_volume(path) as hf:
+        _check_datasets(path, hf)
+        kspace, recon = hf["kspace"], hf["reconstruction_rss"]
+        num_slices, num_coils, rows, cols = _check_shapes(path, kspace, recon)
+        _check_header_sizes(path, _read_header(path, hf["ismrmrd_header"]), (rows, cols), recon.shape[1:])
+        if scan_kspace and not _all_finite(kspace):
+            raise _fail(path, "dataset 'kspace' contains NaN or inf", "finite k-space values")
+        recon_volume = recon[()]
+        if not np.isfinite(recon_volume).all():
+            raise _fail(path, "dataset 'reconstruction_rss' contains NaN or inf", "finite reconstruction values")
+        max_value = _check_max(path, hf.attrs["max"], float(recon_volume.max()))
+    return VolumeInfo(path=path, num_slices=int(num_slices), num_coils=int(num_coils), kspace_shape=(rows, cols),
+                      recon_shape=(int(recon_volume.shape[1]), int(recon_volume.shape[2])), max_value=max_value)
+
+
+def _open_volume(path: Path) -> h5py.File:
+    """The file opened for reading, or a DataFileError saying why it is not an HDF5 file."""
     if not path.exists():
         raise _fail(path, "file does not exist", "a fastMRI multicoil .h5 file")
     if not path.is_file():
         raise _fail(path, "is not a regular file", "a fastMRI multicoil .h5 file")
     try:
-        hf = h5py.File(path, "r")
+        return h5py.File(path, "r")
     except OSError as err:
-        raise _fail(
-            path,
-            f"is not an HDF5 file (h5py cannot open it: {err})",
-            "a fastMRI multicoil .h5 file",
-        ) from err
+        raise _fail(path, f"is not an HDF5 file (h5py cannot open it: {err})", "a fastMRI multicoil .h5 file") from err
 
-    with hf:
-        for name, form in (
-            ("kspace", _KSPACE_FORM),
-            ("reconstruction_rss", _RECON_FORM),
-            ("ismrmrd_header", _HEADER_FORM),
-        ):
-            if name not in hf:
-                raise _fail(
-                    path, f"missing dataset '{name}'", f"a dataset '{name}': {form}"
-                )
-            if not isinstance(hf[name], h5py.Dataset):
-                raise _fail(path, f"'{name}' is a group, not a dataset", form)
-        if "max" not in hf.attrs:
-            raise _fail(
-                path,
-                "missing attribute 'max'",
-                "attribute 'max' = reconstruction_rss.max() (VarNetDataTransform needs it)",
-            )
 
-        kspace, recon = hf["kspace"], hf["reconstruction_rss"]
-        if kspace.dtype not in (np.complex64, np.complex128):
-            raise _fail(
-                path, f"dataset 'kspace' has dtype {kspace.dtype}", _KSPACE_FORM
-            )
-        if kspace.ndim != 4:
-            raise _fail(
-                path,
-                f"dataset 'kspace' has shape {kspace.shape} (rank {kspace.ndim})",
-                _KSPACE_FORM,
-            )
-        if recon.dtype not in (np.float32, np.float64):
-            raise _fail(
-                path,
-                f"dataset 'reconstruction_rss' has dtype {recon.dtype}",
-                _RECON_FORM,
-            )
-        if recon.ndim != 3:
-            raise _fail(
-                path,
-                f"dataset 'reconstruction_rss' has shape {recon.shape} (rank {recon.ndim})",
-                _RECON_FORM,
-            )
-        num_slices, num_coils, rows, cols = kspace.shape
-        recon_shape = (int(recon.shape[1]), int(recon.shape[2]))
-        if recon.shape[0] != num_slices:
-            raise _fail(
-                path,
-                f"slice counts disagree: kspace has {num_slices}, "
-                f"reconstruction_rss has {recon.shape[0]}",
-                "one reconstruction_rss slice per kspace slice",
-            )
-        if num_slices < 1 or num_coils < 1:
-            raise _fail(
-                path,
-                f"dataset 'kspace' has shape {kspace.shape}",
-                f"{_KSPACE_FORM}, non-empty",
-            )
+def _check_datasets(path: Path, hf: h5py.File) -> None:
+    """The three datasets and the ``max`` attribute fastMRI's multicoil reader needs are there."""
+    for name, form in (("kspace", _KSPACE_FORM), ("reconstruction_rss", _RECON_FORM),
+                       ("ismrmrd_header", _HEADER_FORM)):
+        if name not in hf:
+            raise _fail(path, f"missing dataset '{name}'", f"a dataset '{name}': {form}")
+        if not isinstance(hf[name], h5py.Dataset):
+            raise _fail(path, f"'{name}' is a group, not a dataset", form)
+    if "max" not in hf.attrs:
+        raise _fail(path, "missing attribute 'max'",
+                    "attribute 'max' = reconstruction_rss.max() (VarNetDataTransform needs it)")
 
-        header = _read_header(path, hf["ismrmrd_header"])
-        enc = (
-            header["encoding/encodedSpace/matrixSize/x"],
-            header["encoding/encodedSpace/matrixSize/y"],
-        )
-        rec = (
-            header["encoding/reconSpace/matrixSize/x"],
-            header["encoding/reconSpace/matrixSize/y"],
-        )
-        if enc != (rows, cols):
-            raise _fail(
-                path,
-                f"header encodedSpace matrixSize (x={enc[0]}, y={enc[1]}) disagrees "
-                f"with kspace rows x cols {rows} x {cols}",
-                "encodedSpace x = kspace rows, y = kspace cols",
-            )
-        if rec != recon.shape[1:]:
-            raise _fail(
-                path,
-                f"header reconSpace matrixSize (x={rec[0]}, y={rec[1]}) disagrees "
-                f"with reconstruction_rss rows x cols {recon.shape[1]} x {recon.shape[2]}",
-                "reconSpace x = reconstruction_rss rows, y = reconstruction_rss cols",
-            )
-        # Only rows are compared: fastMRI brain FLAIR volumes have k-space
-        # narrower than their 320-column target and fastMRI handles them
-        # (VarNetModule's "FLAIR 203" case), but a target taller than the
-        # k-space makes its center_crop fail.
-        if recon.shape[1] > rows:
-            raise _fail(
-                path,
-                f"reconstruction_rss has {recon.shape[1]} rows but kspace only {rows}",
-                "reconstruction no taller than the k-space (it is a centre crop)",
-            )
 
-        if scan_kspace and not _all_finite(kspace):
-            raise _fail(
-                path, "dataset 'kspace' contains NaN or inf", "finite k-space values"
-            )
-        recon_volume = recon[()]
-        if not np.isfinite(recon_volume).all():
-            raise _fail(
-                path,
-                "dataset 'reconstruction_rss' contains NaN or inf",
-                "finite reconstruction values",
-            )
+def _check_shapes(path: Path, kspace: h5py.Dataset, recon: h5py.Dataset) -> tuple[int, int, int, int]:
+    """Dtypes, ranks and slice counts; returns k-space (slices, coils, rows, cols)."""
+    if kspace.dtype not in (np.complex64, np.complex128):
+        raise _fail(path, f"dataset 'kspace' has dtype {kspace.dtype}", _KSPACE_FORM)
+    if kspace.ndim != 4:
+        raise _fail(path, f"dataset 'kspace' has shape {kspace.shape} (rank {kspace.ndim})", _KSPACE_FORM)
+    if recon.dtype not in (np.float32, np.float64):
+        raise _fail(path, f"dataset 'reconstruction_rss' has dtype {recon.dtype}", _RECON_FORM)
+    if recon.ndim != 3:
+        raise _fail(path, f"dataset 'reconstruction_rss' has shape {recon.shape} (rank {recon.ndim})", _RECON_FORM)
+    num_slices, num_coils, rows, cols = (int(n) for n in kspace.shape)
+    if recon.shape[0] != num_slices:
+        raise _fail(path, f"slice counts disagree: kspace has {num_slices}, reconstruction_rss has {recon.shape[0]}",
+                    "one reconstruction_rss slice per kspace slice")
+    if num_slices < 1 or num_coils < 1:
+        raise _fail(path, f"dataset 'kspace' has shape {kspace.shape}", f"{_KSPACE_FORM}, non-empty")
+    # Only rows are compared: fastMRI brain FLAIR volumes have k-space narrower than their 320-column
+    # target and fastMRI handles them (VarNetModule's "FLAIR 203" case), but a target taller than the
+    # k-space makes its center_crop fail.
+    if recon.shape[1] > rows:
+        raise _fail(path, f"reconstruction_rss has {recon.shape[1]} rows but kspace only {rows}",
+                    "reconstruction no taller than the k-space (it is a centre crop)")
+    return num_slices, num_coils, rows, cols
 
-        raw_max = hf.attrs["max"]
-        try:
-            max_value = float(
-                np.asarray(raw_max).reshape(-1)[0] if np.ndim(raw_max) else raw_max
-            )
-        except (TypeError, ValueError) as err:
-            raise _fail(
-                path, f"attribute 'max' is {raw_max!r}", "a positive number"
-            ) from err
-        if not np.isfinite(max_value) or max_value <= 0:
-            raise _fail(path, f"attribute 'max' is {max_value}", "a finite number > 0")
-        volume_max = float(recon_volume.max())
-        if abs(max_value - volume_max) > _MAX_RTOL * abs(volume_max):
-            raise _fail(
-                path,
-                f"attribute 'max' = {max_value:.6g} disagrees with "
-                f"reconstruction_rss.max() = {volume_max:.6g}",
-                f"'max' equal to the volume maximum of reconstruction_rss "
-                f"(relative tolerance {_MAX_RTOL:g})",
-            )
 
-    return VolumeInfo(
-        path=path,
-        num_slices=int(num_slices),
-        num_coils=int(num_coils),
-        kspace_shape=(int(rows), int(cols)),
-        recon_shape=recon_shape,
-        max_value=max_value,
-    )
+def _check_header_sizes(path: Path, header: dict[str, int], kspace_shape: tuple[int, int],
+                        recon_shape: tuple[int, int]) -> None:
+    """The header's encoded and reconstruction matrix sizes match the datasets."""
+    encoded = (header["encoding/encodedSpace/matrixSize/x"], header["encoding/encodedSpace/matrixSize/y"])
+    recon = (header["encoding/reconSpace/matrixSize/x"], header["encoding/reconSpace/matrixSize/y"])
+    if encoded != tuple(kspace_shape):
+        raise _fail(path, f"header encodedSpace matrixSize (x={encoded[0]}, y={encoded[1]}) disagrees with kspace "
+                          f"rows x cols {kspace_shape[0]} x {kspace_shape[1]}",
+                    "encodedSpace x = kspace rows, y = kspace cols")
+    if recon != tuple(recon_shape):
+        raise _fail(path, f"header reconSpace matrixSize (x={recon[0]}, y={recon[1]}) disagrees with "
+                          f"reconstruction_rss rows x cols {recon_shape[0]} x {recon_shape[1]}",
+                    "reconSpace x = reconstruction_rss rows, y = reconstruction_rss cols")
+
+
+def _check_max(path: Path, raw_max: Any, volume_max: float) -> float:
+    """The ``max`` attribute: a finite positive number equal to the volume maximum; returns it."""
+    try:
+        max_value = float(np.asarray(raw_max).reshape(-1)[0] if np.ndim(raw_max) else raw_max)
+    except (TypeError, ValueError) as err:
+        raise _fail(path, f"attribute 'max' is {raw_max!r}", "a positive number") from err
+    if not np.isfinite(max_value) or max_value <= 0:
+        raise _fail(path, f"attribute 'max' is {max_value}", "a finite number > 0")
+    if abs(max_value - volume_max) > _MAX_RTOL * abs(volume_max):
+        raise _fail(path, f"attribute 'max' = {max_value:.6g} disagrees with reconstruction_rss.max() = "
+                          f"{volume_max:.6g}",
+                    f"'max' equal to the volume maximum of reconstruction_rss (relative tolerance {_MAX_RTOL:g})")
+    return max_value
 
 
 def check_slice_values(path: Path, slice_index: int, kspace: np.ndarray) -> None:
