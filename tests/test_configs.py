@@ -122,3 +122,13 @@ def test_every_path_field_is_made_absolute_before_flower_runs(tmp_path, monkeypa
     assert made[-1] == "seed=3"
     for i, override in enumerate(made[:-1]):
         assert override.split("=", 1)[1] == str(tmp_path / "relative" / str(i))
+
+
+def test_cosine_learning_rate_runs_from_lr_to_its_final_fraction() -> None:
+    fed = load_experiment("smoke", ["federation.rounds=5", "federation.lr=0.004", "federation.lr_schedule=cosine",
+                                    "federation.lr_final_fraction=0.25"]).federation
+    rates = [fed.round_lr(r) for r in range(1, 6)]
+    assert rates[0] == pytest.approx(0.004) and rates[-1] == pytest.approx(0.001)
+    assert rates[2] == pytest.approx(0.0025) and all(a > b for a, b in zip(rates, rates[1:]))
+    constant = load_experiment("smoke", ["federation.lr=0.004"]).federation
+    assert {constant.round_lr(r) for r in range(1, 3)} == {0.004}

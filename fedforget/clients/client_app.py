@@ -92,8 +92,9 @@ def train(message: Message, runtime: SiteRuntime) -> Message:
     _injected_fault(runtime, str(config.get("phase", "")), int(config.get("server-round", 0)))
     exclude = bool(config.get("exclude-poisoned", False))
     model = runtime.load(message.content[ARRAYS])
+    settings = runtime.training_in_round(int(config.get("server-round", 1)))
     loss = train_steps(model, runtime.train_source(exclude), int(config["first-batch"]), int(config["local-steps"]),
-                       runtime.training, runtime.loss, runtime.device)
+                       settings, runtime.loss, runtime.device)
     metrics = {"num-examples": runtime.training_examples(exclude), "loss": loss}
     return metrics_reply(message, metrics, arrays_from_state(model.state_dict()))
 

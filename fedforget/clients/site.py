@@ -82,7 +82,6 @@ class SiteRuntime:
         self.model = model_from_config(cfg.model)
         self.model.to(self.device)
         self.loss = ReconLoss(cfg.federation.l1_weight)
-        self.training = LocalTraining(cfg.federation.lr, cfg.federation.grad_clip, cfg.federation.bf16)
         self._splits: dict[str, CachedSliceDataset] = {}
         self._reference_model: nn.Module | None = None
         self._reference_scores: dict[tuple[str, str], Evaluation] = {}
@@ -141,6 +140,10 @@ class SiteRuntime:
             self._reference_model.eval()
             self._reference_scores[key] = self.score(lambda batch: reconstruct(self._reference_model, batch), split)
         return self._reference_scores[key]
+
+    def training_in_round(self, server_round: int) -> LocalTraining:
+        """Local training settings of one FedAvg round (the learning rate follows the schedule)."""
+        return LocalTraining.of(self.cfg.federation, server_round)
 
     def load(self, arrays: ArrayRecord) -> nn.Module:
         """The site's model holding the received weights."""

@@ -9,6 +9,7 @@ value fails before any data is read or any process is started.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Dict, List
 
@@ -163,6 +164,7 @@ class ModelConfig:
 
 
 FAULT_MODES = ("exit", "error", "hang")
+LR_SCHEDULES = ("constant", "cosine")
 
 
 @dataclass
@@ -202,6 +204,8 @@ class FederationConfig:
     local_steps: int = 8
     batch_size: int = 4
     lr: float = 1e-3
+    lr_schedule: str = "constant"
+    lr_final_fraction: float = 0.1
     l1_weight: float = 0.0
     grad_clip: float = 0.0
     eval_every: int = 1
@@ -218,12 +222,23 @@ class FederationConfig:
             value = getattr(self, key)
             _require(value >= 1, f"federation.{key}", value, ">= 1")
         _require(self.lr > 0, "federation.lr", self.lr, "> 0")
+        _require(self.lr_schedule in LR_SCHEDULES, "federation.lr_schedule", self.lr_schedule, f"one of {LR_SCHEDULES}")
+        _require(0 < self.lr_final_fraction <= 1, "federation.lr_final_fraction", self.lr_final_fraction, "in (0, 1]")
         _require(self.l1_weight >= 0, "federation.l1_weight", self.l1_weight, ">= 0")
         _require(self.grad_clip >= 0, "federation.grad_clip", self.grad_clip, ">= 0 (0 = off)")
         _require(self.timeout_s > 0, "federation.timeout_s", self.timeout_s, "> 0")
         _require(self.device in DEVICES, "federation.device", self.device, f"one of {DEVICES}")
         _require(self.client_cpus > 0, "federation.client_cpus", self.client_cpus, "> 0")
         _require(self.client_gpus >= 0, "federation.client_gpus", self.client_gpus, ">= 0")
+
+    def round_lr(self, server_round: int) -> float:
+        """The local Adam learning rate of round ``server_round`` (1-based): constant, or cosine-annealed
+        from ``lr`` in the first round to ``lr * lr_final_fraction`` in the last."""
+        if self.lr_schedule == "constant" or self.rounds == 1:
+            return self.lr
+        progress = (server_round - 1) / (self.rounds - 1)
+        final = self.lr_final_fraction
+        return self.lr * (final + (1 - final) * 0.5 * (1 + math.cos(math.pi * progress)))
 
     @property
     def training_steps(self) -> int:

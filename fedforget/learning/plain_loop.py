@@ -51,7 +51,6 @@ def plain_fedavg(
     device = pick_device(fed.device)
     model = model_from_config(cfg.model).to(device)
     loss = ReconLoss(fed.l1_weight)
-    training = LocalTraining(fed.lr, fed.grad_clip, fed.bf16)
     train = {name: open_site_split(cfg, name, "train") for name in sites}
     streams = {name: BatchSource(train[name], fed.batch_size, stream_seed(cfg.seed, name, "train")) for name in sites}
     state = initial_state(cfg.model, cfg.seed)
@@ -61,8 +60,8 @@ def plain_fedavg(
         updates = []
         for name in sites:
             model.load_state_dict(state)
-            train_steps(model, streams[name], (server_round - 1) * fed.local_steps, fed.local_steps, training, loss,
-                        device)
+            train_steps(model, streams[name], (server_round - 1) * fed.local_steps, fed.local_steps,
+                        LocalTraining.of(fed, server_round), loss, device)
             updates.append(({k: v.detach().clone() for k, v in model.state_dict().items()}, len(train[name])))
         state = aggregate(updates, state)
         seconds += time.perf_counter() - started

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from fedforget.configs.schema import ModelConfig
+from fedforget.configs.schema import FederationConfig, ModelConfig
 from fedforget.data.batches import BatchSource
 from fedforget.data.datasets import Batch
 from fedforget.learning.checkpoints import State
@@ -63,6 +63,11 @@ class LocalTraining:
     lr: float
     grad_clip: float = 0.0
     bf16: bool = False
+
+    @classmethod
+    def of(cls, fed: FederationConfig, server_round: int = 1) -> LocalTraining:
+        """A FedAvg round's settings: its scheduled learning rate, clipping and precision."""
+        return cls(fed.round_lr(server_round), fed.grad_clip, fed.bf16)
 
 
 def train_steps(

@@ -129,8 +129,8 @@ def _board_values(site_scores: dict[str, Any]) -> dict[str, float]:
 
 def training_fingerprint(cfg: ExperimentConfig, sites: list[str]) -> str:
     plain = to_plain(cfg)
-    schedule = {k: plain["federation"][k] for k in ("rounds", "local_steps", "batch_size", "lr", "l1_weight",
-                                                   "grad_clip", "bf16")}
+    schedule = {k: plain["federation"][k] for k in ("rounds", "local_steps", "batch_size", "lr", "lr_schedule",
+                                                   "lr_final_fraction", "l1_weight", "grad_clip", "bf16")}
     return fingerprint({"data": plain["data"], "sites": plain["sites"], "model": plain["model"],
                         "schedule": schedule, "seed": cfg.seed, "trained_on": sites, "poison": plain["poison"]})
 
