@@ -37,7 +37,7 @@ SPLITS = ("train", "test")
 _SPEC_FILE = "synth.json"
 # Part of every fingerprint: bump it whenever the phantoms, coils or
 # acquisition change what a given spec produces, so cached sites rebuild.
-_GENERATOR_VERSION = 2
+_GENERATOR_VERSION = 3
 # fastMRI acquisition labels: axial T2 brain, coronal PD knee.
 _ACQUISITION = {"brain": "AXT2", "knee": "CORPD_FBK"}
 _STREAMS = {"anatomy": 0, "coils": 1, "noise": 2}
