@@ -9,9 +9,12 @@ A site is a folder laid out like a fastMRI split::
 
 Every volume is a different synthetic subject (anatomy, coil placement and
 noise all drawn from seeds derived from the spec seed, the split and the
-index), so train and test subjects are disjoint. Sites are built in a
-temporary folder beside ``site_dir`` and renamed into place, so a crash
-never leaves a half-written site that looks complete.
+index), so train and test subjects are disjoint. Each volume is imaged in
+one contrast: the spec's ``contrasts`` are dealt round-robin by volume index
+(both splits start at the first entry), and the file's ``acquisition``
+attribute names it, as in fastMRI. Sites are built in a temporary folder
+beside ``site_dir`` and renamed into place, so a crash never leaves a
+half-written site that looks complete.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,17 +33,38 @@ import numpy as np
 from .acquisition import acquire
 from .coils import coil_sensitivities
 from .hdf5io import write_multicoil_volume
-from .phantoms import PHANTOMS
+from .phantoms import PHANTOMS, check_contrast
 
-__all__ = ["SynthSpec", "write_synthetic_site", "ensure_synthetic_site", "SPLITS"]
+__all__ = [
+    "SynthSpec",
+    "write_synthetic_site",
+    "ensure_synthetic_site",
+    "SPLITS",
+    "DEFAULT_CONTRASTS",
+]
 
 SPLITS = ("train", "test")
 _SPEC_FILE = "synth.json"
 # Part of every fingerprint: bump it whenever the phantoms, coils or
 # acquisition change what a given spec produces, so cached sites rebuild.
-_GENERATOR_VERSION = 2
-# fastMRI acquisition labels: axial T2 brain, coronal PD knee.
-_ACQUISITION = {"brain": "AXT2", "knee": "CORPD_FBK"}
+_GENERATOR_VERSION = 3
+# Contrast mix of each anatomy when a spec names none, dealt round-robin.
+# Brain: roughly fastMRI's brain set (about half T2, a quarter T1 post-
+# contrast, the rest FLAIR and T1), interleaved so that small sites see
+# several contrasts. Knee: fastMRI's knee set is about half PD, half PDFS.
+DEFAULT_CONTRASTS: dict[str, tuple[str, ...]] = {
+    "brain": (
+        "AXT2",
+        "AXT1POST",
+        "AXT2",
+        "AXFLAIR",
+        "AXT2",
+        "AXT1POST",
+        "AXT2",
+        "AXT1",
+    ),
+    "knee": ("CORPD_FBK", "CORPDFS_FBK"),
+}
 _STREAMS = {"anatomy": 0, "coils": 1, "noise": 2}
 
 
@@ -58,6 +83,10 @@ class SynthSpec:
             ``fedforget.recon.acquisition``), >= 0.
         seed: Site seed; sites with the same anatomy and seed hold the same
             subjects, so give every site its own seed.
+        contrasts: Contrasts (``phantoms.CONTRASTS[anatomy]``; repeats
+            weight the mix) dealt round-robin to each split's volumes by
+            index. Empty (the default) means ``DEFAULT_CONTRASTS[anatomy]``;
+            ``contrast_mix`` is the mix in effect.
     """
 
     anatomy: str
@@ -68,12 +97,14 @@ class SynthSpec:
     coils: int
     noise_std: float
     seed: int
+    contrasts: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.anatomy not in PHANTOMS:
             raise ValueError(
                 f"unknown anatomy {self.anatomy!r}; valid anatomies: {sorted(PHANTOMS)}"
             )
+        self._check_contrasts()
         for name in ("train_volumes", "test_volumes", "slices_per_volume", "coils"):
             value = getattr(self, name)
             if (
@@ -99,8 +130,49 @@ class SynthSpec:
         ):
             raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")
 
+    def _check_contrasts(self) -> None:
+        if isinstance(self.contrasts, (str, bytes)) or not isinstance(
+            self.contrasts, Sequence
+        ):
+            raise ValueError(
+                "contrasts must be a tuple of contrast names, got "
+                f"{self.contrasts!r}"
+            )
+        for contrast in self.contrasts:
+            try:
+                check_contrast(self.anatomy, contrast)
+            except ValueError as err:
+                raise ValueError(f"contrasts: {err}") from None
+        # A list would make the frozen spec unhashable.
+        object.__setattr__(self, "contrasts", tuple(self.contrasts))
+
+    @property
+    def contrast_mix(self) -> tuple[str, ...]:
+        """The contrasts dealt to the volumes (the default mix if none given)."""
+        return self.contrasts or DEFAULT_CONTRASTS[self.anatomy]
+
+    def contrast_of(self, split: str, index: int) -> str:
+        """Contrast of one volume: ``contrast_mix[index % len(contrast_mix)]``.
+
+        Raises:
+            ValueError: For an unknown split or an index outside the split.
+        """
+        counts = {"train": self.train_volumes, "test": self.test_volumes}
+        if split not in counts:
+            raise ValueError(f"unknown split {split!r}; valid splits: {list(SPLITS)}")
+        if (
+            isinstance(index, bool)
+            or not isinstance(index, (int, np.integer))
+            or not 0 <= index < counts[split]
+        ):
+            raise ValueError(
+                f"{split} volume index must be in [0, {counts[split]}), got {index!r}"
+            )
+        mix = self.contrast_mix
+        return mix[int(index) % len(mix)]
+
     def to_dict(self) -> dict[str, object]:
-        """The fields as JSON-ready Python values."""
+        """The fields as JSON-ready Python values (``contrasts``: the mix)."""
         return {
             "anatomy": str(self.anatomy),
             "train_volumes": int(self.train_volumes),
@@ -110,10 +182,15 @@ class SynthSpec:
             "coils": int(self.coils),
             "noise_std": float(self.noise_std),
             "seed": int(self.seed),
+            "contrasts": list(self.contrast_mix),
         }
 
     def fingerprint(self) -> str:
-        """Stable 16-hex-digit hash of all fields and the generator version."""
+        """Stable 16-hex-digit hash of all fields and the generator version.
+
+        The contrasts enter as the mix in effect, so a spec that spells out
+        the default mix has the same fingerprint as one that leaves it out.
+        """
         payload = json.dumps(
             {"spec": self.to_dict(), "generator_version": _GENERATOR_VERSION},
             sort_keys=True,
@@ -148,10 +225,12 @@ def _write_volumes(root: Path, spec: SynthSpec) -> None:
     for split, names in _file_list(spec).items():
         (root / split).mkdir(parents=True)
         for index, name in enumerate(names):
+            contrast = spec.contrast_of(split, index)
             images = phantom(
                 spec.slices_per_volume,
                 spec.size,
                 spec.volume_seed(split, index, "anatomy"),
+                contrast=contrast,
             )
             maps = coil_sensitivities(
                 spec.coils,
@@ -166,7 +245,7 @@ def _write_volumes(root: Path, spec: SynthSpec) -> None:
                 acq.kspace,
                 acq.target,
                 patient_id=f"{spec.anatomy}-{spec.seed}-{split}-{index:03d}",
-                acquisition=_ACQUISITION.get(spec.anatomy, spec.anatomy.upper()),
+                acquisition=contrast,
             )
 
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fedforget.recon.phantoms import PHANTOMS, brain_slices, knee_slices
+from fedforget.recon.phantoms import CONTRASTS, PHANTOMS, brain_slices, knee_slices
 
 ANATOMIES = sorted(PHANTOMS)
+ALL_CONTRASTS = [(a, c) for a in ANATOMIES for c in CONTRASTS[a]]
 
 
 def _corr(a: np.ndarray, b: np.ndarray) -> float:
@@ -28,34 +29,45 @@ def test_registry():
     assert PHANTOMS == {"brain": brain_slices, "knee": knee_slices}
 
 
-@pytest.mark.parametrize("anatomy", ANATOMIES)
-def test_shape_dtype_range(anatomy):
-    vol = PHANTOMS[anatomy](5, 64, 3)
+@pytest.mark.parametrize("anatomy,contrast", ALL_CONTRASTS)
+def test_shape_dtype_range(anatomy, contrast):
+    vol = PHANTOMS[anatomy](5, 64, 3, contrast=contrast)
     assert vol.shape == (5, 64, 64)
     assert vol.dtype == np.complex64
     assert np.isfinite(vol).all()
     mag = np.abs(vol)
     assert mag.min() >= 0.0 and mag.max() <= 1.0 + 1e-5
     # Real anatomy, not an empty frame: bright tissue and dark background.
-    assert mag.max() > 0.8
+    assert mag.max() > 0.7
     assert (mag < 0.02).mean() > 0.1
 
 
-@pytest.mark.parametrize("anatomy", ANATOMIES)
-def test_deterministic_per_seed(anatomy):
+@pytest.mark.parametrize("anatomy,contrast", ALL_CONTRASTS)
+def test_deterministic_per_seed(anatomy, contrast):
     fn = PHANTOMS[anatomy]
-    np.testing.assert_array_equal(fn(4, 64, 5), fn(4, 64, 5))
-    other = fn(4, 64, 6)
-    assert np.abs(np.abs(fn(4, 64, 5)) - np.abs(other)).mean() > 0.02
+    vol = fn(4, 64, 5, contrast=contrast)
+    np.testing.assert_array_equal(vol, fn(4, 64, 5, contrast=contrast))
+    other = fn(4, 64, 6, contrast=contrast)
+    assert np.abs(np.abs(vol) - np.abs(other)).mean() > 0.02
 
 
-@pytest.mark.parametrize("anatomy", ANATOMIES)
-def test_slices_vary_smoothly(anatomy):
-    vol = PHANTOMS[anatomy](16, 64, 21)
+def test_default_contrasts():
+    np.testing.assert_array_equal(brain_slices(2, 32, 1), brain_slices(2, 32, 1, "AXT2"))
+    np.testing.assert_array_equal(
+        knee_slices(2, 32, 1), knee_slices(2, 32, 1, contrast="CORPD_FBK")
+    )
+
+
+@pytest.mark.parametrize("anatomy,contrast", ALL_CONTRASTS)
+def test_slices_vary_smoothly(anatomy, contrast):
+    vol = PHANTOMS[anatomy](16, 64, 21, contrast=contrast)
     adjacent = [_corr(vol[i], vol[i + 1]) for i in range(15)]
     assert min(adjacent) > 0.9
-    # ...while the ends of the stack show different anatomy.
-    assert _corr(vol[0], vol[-1]) < min(adjacent)
+    # ...while the ends of the stack show different anatomy. (Not less than
+    # every neighbour pair: near the vertex the head outline shrinks fast,
+    # and on T1 and FLAIR, where the fat ring dominates the variance, the
+    # last step is as large as the whole stack's change.)
+    assert _corr(vol[0], vol[-1]) < np.median(adjacent)
 
 
 @pytest.mark.parametrize("anatomy", ANATOMIES)
@@ -77,11 +89,12 @@ def test_other_sizes(anatomy, size):
     assert np.abs(vol).max() <= 1.0 + 1e-5
 
 
-@pytest.mark.parametrize("anatomy", ANATOMIES)
-def test_same_subject_at_every_size(anatomy):
+@pytest.mark.parametrize("anatomy,contrast", ALL_CONTRASTS)
+def test_same_subject_at_every_size(anatomy, contrast):
     fn = PHANTOMS[anatomy]
-    coarse = np.abs(fn(2, 64, 4))
-    fine = np.abs(fn(2, 128, 4)).reshape(2, 64, 2, 64, 2).mean(axis=(2, 4))
+    coarse = np.abs(fn(2, 64, 4, contrast=contrast))
+    fine = np.abs(fn(2, 128, 4, contrast=contrast))
+    fine = fine.reshape(2, 64, 2, 64, 2).mean(axis=(2, 4))
     assert _corr(coarse, fine) > 0.9
 
 
@@ -94,7 +107,9 @@ def test_knee_has_more_fine_texture_than_brain():
         [_high_frequency_fraction(knee_slices(4, 128, s), 0.25) for s in seeds]
     )
     # Trabecular struts are faint on PD-weighted images, so the knee's excess of
-    # fine texture over the brain is moderate (about 1.2x at 128 px), not several-fold.
+    # fine texture over the brain is moderate (about 1.2x at 128 px, PD knee
+    # against T2 brain), not several-fold. Other contrast pairs differ less or
+    # invert: fat-suppressed knees are smoother, T1 and FLAIR brains sharper.
     assert knee > 1.15 * brain
 
 

@@ -9,8 +9,15 @@ import h5py
 import numpy as np
 import pytest
 
+from fedforget.recon.acquisition import ifft2c
 from fedforget.recon.hdf5io import validate_folder, validate_volume
-from fedforget.recon.synth import SynthSpec, ensure_synthetic_site, write_synthetic_site
+from fedforget.recon.phantoms import CONTRASTS
+from fedforget.recon.synth import (
+    DEFAULT_CONTRASTS,
+    SynthSpec,
+    ensure_synthetic_site,
+    write_synthetic_site,
+)
 
 SPEC = SynthSpec(
     anatomy="knee",
@@ -28,7 +35,7 @@ def test_fingerprint_is_stable():
     assert SPEC.fingerprint() == dataclasses.replace(SPEC).fingerprint()
     assert len(SPEC.fingerprint()) == 16
     # Pinned so that an accidental change of the hashing shows up here.
-    assert SPEC.fingerprint() == "a3c788a286943de6"  # generator version 2
+    assert SPEC.fingerprint() == "4cf63824071a19a1"  # generator version 3
     fingerprints = {SPEC.fingerprint()}
     for field, value in [
         ("anatomy", "brain"),
@@ -39,9 +46,14 @@ def test_fingerprint_is_stable():
         ("coils", 3),
         ("noise_std", 0.02),
         ("seed", 6),
+        ("contrasts", ("CORPDFS_FBK",)),
+        ("contrasts", ("CORPDFS_FBK", "CORPD_FBK")),
     ]:
         fingerprints.add(dataclasses.replace(SPEC, **{field: value}).fingerprint())
-    assert len(fingerprints) == 9
+    assert len(fingerprints) == 11
+    # Spelling out the default mix is the same spec.
+    explicit = dataclasses.replace(SPEC, contrasts=DEFAULT_CONTRASTS["knee"])
+    assert explicit.fingerprint() == SPEC.fingerprint()
 
 
 def test_ensure_writes_once_then_reuses(tmp_path):
@@ -92,15 +104,17 @@ def test_every_file_is_valid_and_subjects_are_distinct(tmp_path):
     write_synthetic_site(site, spec)
     infos = validate_folder(site / "train") + validate_folder(site / "test")
     assert len(infos) == 5
-    targets, patients = [], set()
+    targets, patients, acquisitions = [], set(), []
     for info in infos:
         assert validate_volume(info.path) == info
         assert (info.num_slices, info.num_coils, info.kspace_shape) == (3, 2, (32, 32))
         with h5py.File(info.path) as hf:
             targets.append(hf["reconstruction_rss"][()])
             patients.add(hf.attrs["patient_id"])
-            assert hf.attrs["acquisition"] == "AXT2"
+            acquisitions.append(hf.attrs["acquisition"])
     assert len(patients) == 5
+    # The default brain mix, dealt from its first entry in each split.
+    assert acquisitions == ["AXT2", "AXT1POST", "AXT2", "AXT2", "AXT1POST"]
     for i in range(len(targets)):
         for j in range(i + 1, len(targets)):
             assert np.abs(targets[i] - targets[j]).mean() > 0.02
@@ -118,6 +132,96 @@ def test_deterministic(tmp_path):
             h5py.File(tmp_path / "b" / split / name) as fb,
         ):
             np.testing.assert_array_equal(fa["kspace"][()], fb["kspace"][()])
+
+
+def _acquisitions(folder) -> list[str]:
+    names = sorted(p.name for p in folder.iterdir())
+    acquisitions = []
+    for name in names:
+        with h5py.File(folder / name) as hf:
+            acquisitions.append(str(hf.attrs["acquisition"]))
+    return acquisitions
+
+
+def test_contrasts_dealt_round_robin_per_split(tmp_path):
+    spec = dataclasses.replace(
+        SPEC,
+        train_volumes=5,
+        test_volumes=2,
+        slices_per_volume=1,
+        contrasts=["CORPDFS_FBK", "CORPD_FBK", "CORPD_FBK"],
+    )
+    assert spec.contrasts == ("CORPDFS_FBK", "CORPD_FBK", "CORPD_FBK")
+    hash(spec)  # a list given for contrasts is stored as a tuple
+    write_synthetic_site(tmp_path / "site", spec)
+    train = ["CORPDFS_FBK", "CORPD_FBK", "CORPD_FBK", "CORPDFS_FBK", "CORPD_FBK"]
+    assert _acquisitions(tmp_path / "site" / "train") == train
+    assert _acquisitions(tmp_path / "site" / "test") == train[:2]
+    assert [spec.contrast_of("train", i) for i in range(5)] == train
+    assert [spec.contrast_of("test", i) for i in range(2)] == train[:2]
+    record = json.loads((tmp_path / "site" / "synth.json").read_text())
+    assert record["spec"]["contrasts"] == list(spec.contrasts)
+    assert SynthSpec(**record["spec"]) == spec
+
+
+def test_contrast_changes_the_images_not_the_subject(tmp_path):
+    # Same seeds, one contrast each: the fat-suppressed site holds the same
+    # subjects and coils (the coil images have the same phase), with other
+    # intensities.
+    pd = dataclasses.replace(SPEC, noise_std=0.0, contrasts=("CORPD_FBK",))
+    fs = dataclasses.replace(pd, contrasts=("CORPDFS_FBK",))
+    write_synthetic_site(tmp_path / "pd", pd)
+    write_synthetic_site(tmp_path / "fs", fs)
+    name = "knee_5_train_000.h5"
+    with h5py.File(tmp_path / "pd" / "train" / name) as a, h5py.File(
+        tmp_path / "fs" / "train" / name
+    ) as b:
+        assert (a.attrs["acquisition"], b.attrs["acquisition"]) == (
+            "CORPD_FBK",
+            "CORPDFS_FBK",
+        )
+        ta, tb = a["reconstruction_rss"][()], b["reconstruction_rss"][()]
+        ca, cb = ifft2c(a["kspace"][()]), ifft2c(b["kspace"][()])
+    assert np.abs(ta - tb).mean() > 0.05
+    both = (np.abs(ca) > 1e-2) & (np.abs(cb) > 1e-2)
+    assert both.mean() > 0.2
+    np.testing.assert_allclose(np.angle(ca[both] * np.conj(cb[both])), 0.0, atol=1e-3)
+
+
+def test_default_mixes():
+    assert set(DEFAULT_CONTRASTS) == set(CONTRASTS)
+    brain = DEFAULT_CONTRASTS["brain"]
+    assert set(brain) == set(CONTRASTS["brain"])
+    assert brain[0] == "AXT2" and brain.count("AXT2") > len(brain) / 3
+    assert set(DEFAULT_CONTRASTS["knee"]) == set(CONTRASTS["knee"])
+    assert SPEC.contrasts == () and SPEC.contrast_mix == DEFAULT_CONTRASTS["knee"]
+    brain_spec = dataclasses.replace(SPEC, anatomy="brain")
+    assert brain_spec.contrast_mix == brain
+    assert brain_spec.to_dict()["contrasts"] == list(brain)
+
+
+def test_contrast_of_checks_split_and_index():
+    assert SPEC.contrast_of("train", 1) == "CORPDFS_FBK"
+    for split, index in [("val", 0), ("train", 2), ("test", 1), ("train", -1)]:
+        with pytest.raises(ValueError, match="split|index"):
+            SPEC.contrast_of(split, index)
+
+
+@pytest.mark.parametrize(
+    "anatomy,contrasts,shown",
+    [
+        ("knee", ("AXT2",), ["'AXT2'", "a brain contrast", "CORPD_FBK", "CORPDFS_FBK"]),
+        ("brain", ("AXT2", "CORPD_FBK"), ["'CORPD_FBK'", "a knee contrast", "AXFLAIR"]),
+        ("brain", ("T1",), ["'T1'", "AXT1", "AXT1POST", "AXT2", "AXFLAIR"]),
+        ("knee", "CORPD_FBK", ["tuple of contrast names", "'CORPD_FBK'"]),
+        ("knee", None, ["tuple of contrast names"]),
+    ],
+)
+def test_bad_contrasts_name_the_value_and_the_valid_ones(anatomy, contrasts, shown):
+    with pytest.raises(ValueError, match="contrasts") as err:
+        dataclasses.replace(SPEC, anatomy=anatomy, contrasts=contrasts)
+    for text in shown:
+        assert text in str(err.value)
 
 
 def test_unknown_anatomy_lists_valid():
@@ -140,6 +244,7 @@ def test_unknown_anatomy_lists_valid():
         ("coils", 0),
         ("noise_std", -0.1),
         ("seed", -1),
+        ("contrasts", ("AXT2",)),
     ],
 )
 def test_bad_spec(field, value):
