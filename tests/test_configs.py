@@ -132,3 +132,13 @@ def test_cosine_learning_rate_runs_from_lr_to_its_final_fraction() -> None:
     assert rates[2] == pytest.approx(0.0025) and all(a > b for a, b in zip(rates, rates[1:]))
     constant = load_experiment("smoke", ["federation.lr=0.004"]).federation
     assert {constant.round_lr(r) for r in range(1, 3)} == {0.004}
+
+
+def test_a_site_contrast_of_the_other_anatomy_is_a_config_error() -> None:
+    from fedforget.data.synthetic import site_spec
+
+    cfg = load_experiment("smoke", ["sites.knee-0.contrasts=[AXFLAIR]"])
+    with pytest.raises(ConfigError, match="sites.knee-0.*AXFLAIR.*CORPD_FBK"):
+        site_spec(cfg, "knee-0")
+    assert site_spec(load_experiment("smoke", ["sites.knee-0.contrasts=[CORPDFS_FBK]"]), "knee-0").contrasts == \
+        ("CORPDFS_FBK",)

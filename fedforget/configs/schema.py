@@ -103,7 +103,9 @@ class SiteConfig:
     Real data: ``train_dir`` / ``test_dir`` are relative to ``data.root`` (or absolute);
     ``train_volumes`` / ``test_volumes`` cap the volumes used (0 = all) and
     ``volumes_from`` / ``test_volumes_from`` skip the first volumes of a folder (sorted by
-    name), so several sites can hold disjoint parts of one fastMRI folder.
+    name), so several sites can hold disjoint parts of one fastMRI folder. Synthetic sites:
+    ``contrasts`` lists fastMRI acquisition names dealt to the volumes round-robin (empty = the
+    anatomy's default mix: brain AXT2/AXT1POST/AXFLAIR/AXT1, knee CORPD_FBK/CORPDFS_FBK).
     """
 
     anatomy: str = "brain"
@@ -114,6 +116,7 @@ class SiteConfig:
     volumes_from: int = 0
     test_volumes_from: int = 0
     seed: int = 0
+    contrasts: List[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         _require(self.anatomy in ANATOMIES, "site.anatomy", self.anatomy, f"one of {ANATOMIES}")

@@ -5,16 +5,25 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from fedforget.configs.compose import ConfigError
 from fedforget.configs.schema import ExperimentConfig
 from fedforget.recon.poison import PoisonSpec, poison_site
 from fedforget.recon.synth import SynthSpec, ensure_synthetic_site
 
 
 def site_spec(cfg: ExperimentConfig, name: str) -> SynthSpec:
+    """A synthetic site's specification.
+
+    Raises:
+        ConfigError: the site's contrasts are not ones its anatomy has (the message names them).
+    """
     site, data = cfg.sites[name], cfg.data
-    return SynthSpec(anatomy=site.anatomy, train_volumes=site.train_volumes, test_volumes=site.test_volumes,
-                     slices_per_volume=data.slices_per_volume, size=data.size, coils=data.coils,
-                     noise_std=data.noise_std, seed=site.seed)
+    try:
+        return SynthSpec(anatomy=site.anatomy, train_volumes=site.train_volumes, test_volumes=site.test_volumes,
+                         slices_per_volume=data.slices_per_volume, size=data.size, coils=data.coils,
+                         noise_std=data.noise_std, seed=site.seed, contrasts=tuple(site.contrasts))
+    except ValueError as err:
+        raise ConfigError(f"config value sites.{name}: {err}") from err
 
 
 def poison_spec(cfg: ExperimentConfig) -> PoisonSpec:
