@@ -1,7 +1,9 @@
-"""Command line: ``fedforget run``, ``fedforget synth``, ``fedforget report``.
+"""Command line: ``fedforget run``, ``synth``, ``report``, ``check``, ``evaluate``.
 
 ``fedforget run [experiment=NAME] [HYDRA OVERRIDES...] [--output-dir DIR] [-m]`` exits
-non-zero when the run failed (Flower's own ``flwr run`` exits 0 either way).
+non-zero when the run failed (Flower's own ``flwr run`` exits 0 either way). Flags and
+overrides mix in any order. ``fedforget check DIR...`` and ``fedforget evaluate CHECKPOINT DIR``
+work on a user's own fastMRI folders.
 """
 
 from __future__ import annotations
@@ -13,9 +15,11 @@ from pathlib import Path
 from fedforget.configs.compose import ConfigError
 
 EXIT_CONFIG, EXIT_FAILED = 2, 1
+MODEL_PRESETS = ("tiny", "small", "paper")
+MASK_TYPES = ("equispaced_fraction", "equispaced", "random")
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
     parser = argparse.ArgumentParser(prog="fedforget", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -26,13 +30,33 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--federation-config", help="Flower simulation config, e.g. 'num-supernodes=4 "
                                                  "client-resources-num-gpus=0.25'")
     run.add_argument("--fresh", action="store_true", help="never resume an unfinished run of the same config")
+    run.add_argument("--verbose", action="store_true", help="also print Flower's own log (always in <run>/flwr.log)")
 
     synth = commands.add_parser("synth", help="write an experiment's synthetic fastMRI-format site data")
     synth.add_argument("overrides", nargs="*", help="experiment=NAME and Hydra overrides (data.root=...)")
 
     report = commands.add_parser("report", help="re-render report.md (and figures) of a finished run")
     report.add_argument("run_dir", type=Path)
-    return parser
+
+    check = commands.add_parser("check", help="validate fastMRI multicoil folders, every k-space value scanned")
+    check.add_argument("folders", nargs="+", type=Path, metavar="DIR")
+
+    evaluate = commands.add_parser("evaluate", help="score a fedforget checkpoint on a fastMRI folder, "
+                                                    "next to zero-filled")
+    evaluate.add_argument("checkpoint", type=Path, help="a .pt file written by fedforget, e.g. "
+                                                        "<run>/checkpoints/original.pt")
+    evaluate.add_argument("folder", type=Path, metavar="DIR", help="a folder of fastMRI multicoil .h5 files")
+    evaluate.add_argument("--acceleration", type=int, default=8, help="undersampling factor (default 8)")
+    evaluate.add_argument("--center-fraction", type=float, default=0.04,
+                          help="fully sampled centre fraction (default 0.04)")
+    evaluate.add_argument("--mask-type", choices=MASK_TYPES, default="equispaced_fraction")
+    evaluate.add_argument("--model", choices=MODEL_PRESETS,
+                          help="the VarNet preset the checkpoint must have (default: read from the weights)")
+    evaluate.add_argument("--json", type=Path, metavar="OUT", help="write the scores as JSON")
+    evaluate.add_argument("--figure", type=Path, metavar="OUT.png", help="save a reconstruction grid of one slice")
+    evaluate.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    evaluate.add_argument("--batch-size", type=int, default=4)
+    return parser, dict(commands.choices)
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -40,7 +64,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from fedforget.reporting.console import print_summary
 
     experiment, overrides = split_experiment(args.overrides)
-    request = RunRequest(experiment, overrides, args.output_dir, args.federation_config, args.fresh)
+    request = RunRequest(experiment, overrides, args.output_dir, args.federation_config, args.fresh,
+                         verbose=args.verbose)
     try:
         folders = run_all(request, args.multirun)
     except ConfigError as err:
@@ -90,10 +115,62 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_check(args: argparse.Namespace) -> int:
+    from fedforget.data.inspection import check_folders
+    from fedforget.reporting.data_check import check_report
+
+    checks = check_folders(args.folders)
+    print(check_report(checks))
+    return 0 if all(check.ok for check in checks) else EXIT_FAILED
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from fedforget.learning.checkpoints import CheckpointError
+    from fedforget.learning.scoring import MaskSetting, example_slice, load_varnet, open_folder, score_checkpoint
+    from fedforget.learning.training import pick_device
+    from fedforget.recon.hdf5io import DataFileError
+    from fedforget.reporting.checkpoint_scores import score_figure, score_lines, write_score_json
+
+    mask = MaskSetting(args.mask_type, args.acceleration, args.center_fraction)
+    try:
+        mask.mask_func()
+        device = pick_device(args.device)
+        loaded = load_varnet(args.checkpoint, args.model)
+        dataset = open_folder(args.folder, mask)
+    except (FileNotFoundError, CheckpointError, DataFileError, ValueError, RuntimeError) as err:
+        print(f"fedforget evaluate: {err}", file=sys.stderr)
+        return EXIT_FAILED
+    score = score_checkpoint(loaded, dataset, args.folder, mask, device, args.batch_size)
+    print("\n".join(score_lines(score)))
+    if args.json:
+        print(f"wrote {write_score_json(args.json, score)}")
+    if args.figure:
+        print(f"wrote {score_figure(args.figure, score, example_slice(loaded, dataset, device))}")
+    return 0
+
+
+HANDLERS = {"run": _cmd_run, "synth": _cmd_synth, "report": _cmd_report, "check": _cmd_check,
+            "evaluate": _cmd_evaluate}
+
+
+def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command and its arguments; flags and positional arguments (overrides) mix in any order.
+
+    argparse's ``parse_intermixed_args`` does not support subparsers, so the command's own
+    parser reads everything after the command word.
+    """
+    parser, commands = _parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in commands:
+        args = commands[argv[0]].parse_intermixed_args(argv[1:])
+        args.command = argv[0]
+        return args
+    return parser.parse_args(argv)  # --help, or the error for a missing or unknown command
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    handlers = {"run": _cmd_run, "synth": _cmd_synth, "report": _cmd_report}
-    return handlers[args.command](args)
+    args = parse_arguments(argv)
+    return HANDLERS[args.command](args)
 
 
 if __name__ == "__main__":

@@ -137,7 +137,7 @@ def _scalars(folder: Path) -> dict[str, list[tuple[int, float]]]:
 
 def test_tensorboard_has_one_folder_per_site_with_finite_curves(smoke_run: CompletedRun) -> None:
     board = smoke_run.folder / "tensorboard"
-    assert {p.name for p in board.iterdir()} == {"brain-0", "knee-0", "server"}
+    assert {p.name for p in board.iterdir()} == {"brain-0", "knee-0", "server", "hparams"}
     for site in ("brain-0", "knee-0"):
         scalars = _scalars(board / site)
         for phase in ("federated", "oracle", "unlearn/ft", "unlearn/nl_ft"):

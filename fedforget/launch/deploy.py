@@ -30,6 +30,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -46,6 +47,7 @@ from fedforget.launch.flower import (
     write_run_config,
 )
 from fedforget.launch.outcome import RunOutcome, read_outcome
+from fedforget.launch.watch import watched_run
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 DEPLOY_DIR = PROJECT_DIR / "deploy"
@@ -241,7 +243,8 @@ def register_site(connection: str, site: str, key_dir: Path, flwr_home: Path) ->
 
 
 def submit(connection: str, output_dir: Path, experiment: str, overrides: Sequence[str], flwr_home: Path,
-           stream_to: Sequence[IO[str]] = (), app_dir: Path = PROJECT_DIR) -> RunOutcome:
+           stream_to: Sequence[IO[str]] = (), app_dir: Path = PROJECT_DIR, watch: bool = False,
+           verbose: bool = False) -> RunOutcome:
     """Submit the fedforget app to a running SuperLink and wait for the run's real outcome.
 
     Args:
@@ -252,6 +255,8 @@ def submit(connection: str, output_dir: Path, experiment: str, overrides: Sequen
         flwr_home: the ``FLWR_HOME`` holding the connection.
         stream_to: where the run's log goes while it runs (besides ``output_dir/flwr.log``).
         app_dir: the checkout whose app ``flwr run`` packages (its pyproject.toml and package).
+        watch: show the run's progress on the console (as ``fedforget run`` does) and Flower's errors.
+        verbose: with ``watch``, also show every line of Flower's log.
 
     Returns:
         The outcome; ``.completed`` only if Flower and the run folder both say completed.
@@ -262,7 +267,9 @@ def submit(connection: str, output_dir: Path, experiment: str, overrides: Sequen
     with tempfile.TemporaryDirectory(prefix="fedforget-app-") as staging, \
             open(output_dir / "flwr.log", "a") as log:
         app = stage_app(app_dir, Path(staging))  # flwr run would walk the checkout's .venv too
-        code, run_id = flwr_run(app, connection, run_config, flwr_home, [log, *stream_to])
+        with watched_run(output_dir, verbose) if watch else nullcontext() as console:
+            sinks = [log, *stream_to, *([console] if console else [])]
+            code, run_id = flwr_run(app, connection, run_config, flwr_home, sinks)
     flower = run_status(connection, flwr_home, run_id) if run_id else {"status": "not-started"}
     return read_outcome(output_dir, code, run_id, flower)
 
@@ -334,7 +341,7 @@ def _cmd_submit(args: argparse.Namespace) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     outcome = submit(args.connection, Path(args.output_dir), experiment, overrides, default_flwr_home(),
-                     [sys.stdout])
+                     watch=True, verbose=args.verbose)
     print(f"fedforget: {outcome.describe()}", file=sys.stdout if outcome.completed else sys.stderr, flush=True)
     return 0 if outcome.completed else 1
 
@@ -372,6 +379,7 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument("connection")
     sub.add_argument("output_dir", help="run folder (absolute; written on the SuperLink machine)")
     sub.add_argument("overrides", nargs="+", help="experiment=NAME and Hydra overrides")
+    sub.add_argument("--verbose", action="store_true", help="also print Flower's own log (always in flwr.log)")
     sub.set_defaults(func=_cmd_submit)
     sub = commands.add_parser("connect", help="write a SuperLink connection into $FLWR_HOME/config.toml")
     sub.add_argument("name")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import json
-import sys
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from fedforget.configs.compose import ConfigError, declared_sweep, load_experime
 from fedforget.configs.schema import ExperimentConfig, path_keys
 from fedforget.data.preparation import DataError, prepare_data
 from fedforget.launch.flower import flwr_run, run_status, simulation_superlink, stage_app, write_run_config
+from fedforget.launch.watch import watched_run
 from fedforget.learning.checkpoints import load_checkpoint
 from fedforget.recon.hdf5io import DataFileError
 
@@ -50,6 +50,7 @@ class RunRequest:
     output_dir: Path | None = None
     federation_config: str | None = None
     fresh: bool = False
+    verbose: bool = False
 
 
 def split_experiment(arguments: Sequence[str]) -> tuple[str, list[str]]:
@@ -182,8 +183,10 @@ def execute(request: RunRequest) -> Path:
             open(output / "flwr.log", "a") as log, \
             simulation_superlink(Path(home), output / "superlink.log", CONNECTION):
         app = stage_app(project_dir(), Path(home))  # flwr run would walk the whole checkout, .venv included
-        code, run_id = flwr_run(app, CONNECTION, run_config, Path(home), [sys.stdout, log],
-                                federation_config(cfg, request.federation_config))
+        with watched_run(output, request.verbose) as console:
+            code, run_id = flwr_run(app, CONNECTION, run_config, Path(home), [log, console],
+                                    federation_config(cfg, request.federation_config))
+            console.explain_early_exit(code, run_id)
         flower = run_status(CONNECTION, Path(home), run_id)
     check_outcome(output, code, flower)
     return output
@@ -220,7 +223,7 @@ def run_all(request: RunRequest, multirun: bool) -> list[Path]:
     for number, job in enumerate(jobs):
         print(f"fedforget: multirun job {number}: {' '.join(job)}", flush=True)
         folders.append(execute(RunRequest(request.experiment, job, Path(base) / str(number),
-                                          request.federation_config, request.fresh)))
+                                          request.federation_config, request.fresh, verbose=request.verbose)))
     Path(base).mkdir(parents=True, exist_ok=True)
     (Path(base) / "multirun.json").write_text(json.dumps(
         [{"job": i, "overrides": job, "run": str(f)} for i, (job, f) in enumerate(zip(jobs, folders))], indent=2))

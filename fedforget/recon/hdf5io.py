@@ -38,7 +38,10 @@ __all__ = [
     "VolumeInfo",
     "write_multicoil_volume",
     "validate_volume",
+    "validate_entry",
+    "folder_entries",
     "validate_folder",
+    "check_slice_values",
 ]
 
 ISMRMRD_NAMESPACE = "http://www.ismrm.org/ISMRMRD"
@@ -46,6 +49,7 @@ ISMRMRD_NAMESPACE = "http://www.ismrm.org/ISMRMRD"
 _KSPACE_FORM = "complex64 with shape (slices, coils, rows, cols)"
 _RECON_FORM = "float32 with shape (slices, recon_rows, recon_cols)"
 _HEADER_FORM = f"ISMRMRD XML bytes (namespace {ISMRMRD_NAMESPACE})"
+_FOLDER_FORM = "a folder holding only fastMRI multicoil .h5 files"
 # Relative tolerance between the 'max' attribute and reconstruction_rss.max().
 # fastMRI computes 'max' (and 'norm') from the stored reconstruction_rss
 # volume, so they agree to float32 rounding; a larger gap means the
@@ -377,12 +381,65 @@ def check_slice_values(path: Path, slice_index: int, kspace: np.ndarray) -> None
         raise _fail(Path(path), f"dataset 'kspace' slice {slice_index} contains NaN or inf", "finite k-space values")
 
 
-def validate_folder(folder: Path, scan_kspace: bool = True) -> list[VolumeInfo]:
-    """Checks a folder that ``fastmri.data.SliceDataset`` will read.
+def folder_entries(folder: Path) -> list[Path]:
+    """The entries of a folder that ``fastmri.data.SliceDataset`` will read, sorted by name.
+
+    Args:
+        folder: Folder of fastMRI multicoil ``.h5`` files.
+
+    Returns:
+        Every entry of the folder (files and anything else), sorted.
+
+    Raises:
+        DataFileError: If the folder is missing, not a directory, or empty.
+    """
+    folder = Path(folder)
+    if not folder.exists():
+        raise _fail(folder, "folder does not exist", _FOLDER_FORM)
+    if not folder.is_dir():
+        raise _fail(folder, "is not a directory", _FOLDER_FORM)
+    entries = sorted(folder.iterdir())
+    if not entries:
+        raise _fail(folder, "folder is empty", "fastMRI multicoil .h5 files in it")
+    return entries
+
+
+def validate_entry(entry: Path, scan_kspace: bool = True) -> VolumeInfo:
+    """Checks one entry of a data folder: a regular HDF5 file that is a usable multicoil volume.
 
     SliceDataset opens *every* entry of its folder as HDF5, so a stray
     README, a hidden file or a subdirectory crashes it; they are rejected
     here with a message naming the entry.
+
+    Args:
+        entry: A path inside a data folder.
+        scan_kspace: Passed to :func:`validate_volume`.
+
+    Returns:
+        The volume's summary.
+
+    Raises:
+        DataFileError: If the entry is a subdirectory, not HDF5, or not a valid volume.
+    """
+    if entry.is_dir():
+        raise _fail(
+            entry,
+            "is a subdirectory (fastMRI's SliceDataset reads every entry "
+            "of the folder and would crash on it)",
+            _FOLDER_FORM,
+        )
+    if not h5py.is_hdf5(entry):
+        raise _fail(
+            entry,
+            "is not an HDF5 file (fastMRI's SliceDataset reads every "
+            "entry of the folder and would crash on it)",
+            _FOLDER_FORM,
+        )
+    return validate_volume(entry, scan_kspace)
+
+
+def validate_folder(folder: Path, scan_kspace: bool = True) -> list[VolumeInfo]:
+    """Checks a folder that ``fastmri.data.SliceDataset`` will read (stops at the first problem).
 
     Args:
         folder: Folder of fastMRI multicoil ``.h5`` files.
@@ -395,30 +452,4 @@ def validate_folder(folder: Path, scan_kspace: bool = True) -> list[VolumeInfo]:
         DataFileError: If the folder is missing, not a directory, empty, or
             holds an entry that is not a valid multicoil volume.
     """
-    folder = Path(folder)
-    expected = "a folder holding only fastMRI multicoil .h5 files"
-    if not folder.exists():
-        raise _fail(folder, "folder does not exist", expected)
-    if not folder.is_dir():
-        raise _fail(folder, "is not a directory", expected)
-    entries = sorted(folder.iterdir())
-    if not entries:
-        raise _fail(folder, "folder is empty", "fastMRI multicoil .h5 files in it")
-    infos = []
-    for entry in entries:
-        if entry.is_dir():
-            raise _fail(
-                entry,
-                "is a subdirectory (fastMRI's SliceDataset reads every entry "
-                "of the folder and would crash on it)",
-                expected,
-            )
-        if not h5py.is_hdf5(entry):
-            raise _fail(
-                entry,
-                "is not an HDF5 file (fastMRI's SliceDataset reads every "
-                "entry of the folder and would crash on it)",
-                expected,
-            )
-        infos.append(validate_volume(entry, scan_kspace))
-    return infos
+    return [validate_entry(entry, scan_kspace) for entry in folder_entries(folder)]

@@ -43,7 +43,7 @@ from fedforget.strategies.protocol import (
 from fedforget.strategies.protocol import ZERO_FILLED as ZERO_FILLED_KEY
 from fedforget.strategies.removal import FederatedWorker
 from fedforget.unlearning import get_method
-from fedforget.unlearning.base import FORGET, RETAIN, run_unlearning
+from fedforget.unlearning.base import FORGET, RETAIN, planned_callbacks, run_unlearning
 from fedforget.unlearning.pga import reference_model
 
 ORIGINAL, ORACLE = "original", "oracle"
@@ -157,6 +157,7 @@ def obtain_trained(session: Session, name: str) -> TrainedModel:
     if source is not None:
         trained = _load_trained(source, sites)
         session.run.event("loaded", model=name, source=str(source))
+        session.run.progress.phase_loaded(PHASE_TAGS[name], trained.rounds, "round", str(source))
         session.boards.text("server", f"{PHASE_TAGS[name]}/source", f"loaded from {source}", 0)
     else:
         trained = _train(session, name, sites, key)
@@ -232,6 +233,7 @@ class TrainingHooks:
         if scores:
             log_scores(session, tag, report.round, scores)
         session.boards.flush()
+        session.run.progress.step(tag, report.round, scores, seconds=round(report.seconds, 3))
         if tag == PHASE_TAGS[ORIGINAL] and report.round == session.cfg.federation.fault.server_exit_after_round:
             session.run.event("server_killed", phase=tag, after_round=report.round, reason="federation.fault")
             os._exit(3)  # the resume drill: die like a killed process, right after the round was saved
@@ -244,13 +246,16 @@ def _train(session: Session, name: str, sites: list[str], key: str) -> TrainedMo
     if saved is not None:
         session.run.event("resumed", phase=tag, after_round=int(saved["round"]))
     initial = initial_state(cfg.model, cfg.seed)
+    session.run.progress.phase_started(tag, cfg.federation.rounds, "round", int(saved["round"]) if saved else 0)
     if saved is None:
         # Round 0: the curves' starting point; it also warms every site process up before the clock runs.
-        evaluate_at_sites(session, initial, tag, 0, tolerate=True)
+        session.run.progress.evaluation(tag, 0, evaluate_at_sites(session, initial, tag, 0, tolerate=True))
     # The oracle of a poisoned federation is retrained on every site without any poisoned slice.
     exclude = {"exclude-poisoned": name == ORACLE and cfg.poison.active}
-    return train_federated(session.link, sites, initial, cfg.federation, tag, progress, TrainingHooks(session, tag),
-                           exclude)
+    trained = train_federated(session.link, sites, initial, cfg.federation, tag, progress,
+                              TrainingHooks(session, tag), exclude)
+    session.run.progress.phase_finished(tag, seconds=round(trained.wall_seconds, 3))
+    return trained
 
 
 def zero_filled_record() -> ModelRecord:
@@ -302,11 +307,16 @@ def run_method(session: Session, name: str, original: TrainedModel,
     def on_step(step: int, current: nn.Module, record: dict[str, float]) -> None:
         for key, value in record.items():
             session.boards.server_metric(f"{tag}/{key}", value, step)
+        scores = None
         if step % cfg.unlearning.eval_every == 0 or step == budget or "dampened" in record:
-            evaluate_at_sites(session, {k: v.detach() for k, v in current.state_dict().items()}, tag, max(step, 1))
+            scores = evaluate_at_sites(session, {k: v.detach() for k, v in current.state_dict().items()}, tag,
+                                       max(step, 1))
         session.boards.flush()
+        session.run.progress.step(tag, scores=scores)
 
+    session.run.progress.phase_started(tag, planned_callbacks(method, budget), "step")
     report = run_unlearning(method, model, worker, budget, cfg.unlearning.lr, reference=reference, on_step=on_step)
+    session.run.progress.phase_finished(tag, seconds=round(report.wall_seconds, 3))
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     sha = save_checkpoint(session.run.checkpoints / f"{name}.pt", state,
                           {"model": name, "budget": budget, "steps": report.steps})

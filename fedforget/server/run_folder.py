@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 
 from fedforget.recon.atomic import atomic_write_bytes, atomic_write_json
+from fedforget.reporting.progress import PROGRESS_FILE, ProgressLog
 
 STATUS_FILE = "status.json"
 
@@ -22,17 +23,20 @@ def utc_now() -> str:
 @dataclass
 class RunFolder:
     """``config.yaml``, ``results.json``, ``report.md``, ``audit.json``, ``figures/``, ``tensorboard/``,
-    ``checkpoints/`` under one absolute root, plus ``status.json`` (running / completed / failed)."""
+    ``checkpoints/`` under one absolute root, plus ``status.json`` (running / completed / failed) and
+    ``progress.jsonl`` (what ``fedforget run`` shows while the run runs)."""
 
     root: Path
     events: list[dict[str, Any]] = field(default_factory=list)
     started: str = field(default_factory=utc_now)
+    progress: ProgressLog = field(init=False)
 
     def __post_init__(self) -> None:
         if not self.root.is_absolute():
             raise ValueError(f"run folder {self.root} must be an absolute path (Flower never changes directory)")
         for sub in ("checkpoints", "figures", "tensorboard"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
+        self.progress = ProgressLog(self.root / PROGRESS_FILE)
 
     @property
     def checkpoints(self) -> Path:
@@ -59,8 +63,9 @@ class RunFolder:
                                                     "events": self.events, **details})
 
     def fail(self, err: BaseException) -> None:
-        self.set_status("failed", reason=f"{type(err).__name__}: {err}",
-                        traceback="".join(traceback.format_exception(err))[-4000:])
+        reason = f"{type(err).__name__}: {err}"
+        self.set_status("failed", reason=reason, traceback="".join(traceback.format_exception(err))[-4000:])
+        self.progress.run_failed(reason)
 
     def previous_events(self) -> list[dict[str, Any]]:
         """Events recorded by an earlier attempt of this run (kept across a resume)."""

@@ -18,9 +18,10 @@ from fedforget.configs.compose import load_from_run_config, to_plain
 from fedforget.configs.schema import ExperimentConfig
 from fedforget.recon.atomic import atomic_write_json
 from fedforget.reporting.pictures import render_figures
+from fedforget.reporting.progress import FINAL_EVALUATION
 from fedforget.reporting.report import write_report
 from fedforget.reporting.results import ModelRecord, build_audit, build_results
-from fedforget.reporting.tensorboard import Boards
+from fedforget.reporting.tensorboard import Boards, hparam_entries, write_hparams
 from fedforget.server.phases import (
     ORACLE,
     ORIGINAL,
@@ -52,6 +53,7 @@ def main(grid: Grid, context: Context) -> None:
         run.events = run.previous_events()
         run.set_status("running")
         run.write_config(to_plain(cfg))
+        run.progress.run_started(cfg)
         execute(grid, cfg, run, Path(cfg.cache_dir) if cfg.cache_dir else None)
     except BaseException as err:
         run.fail(err)
@@ -78,20 +80,30 @@ def execute(grid: Grid, cfg: ExperimentConfig, run: RunFolder, cache_dir: Path |
         original, models, states = _trained_models(session)
         session.reference = states[ORACLE]
         # The references first: every unlearning curve starts from the original's scores at step 0.
+        run.progress.phase_started(FINAL_EVALUATION, total=len(models) + len(cfg.unlearning.methods), unit="model")
         for name, record in models.items():
-            fill_record(record, final_scores(session, name, states[name]), session.forget_site)
+            _final(session, name, record, states[name])
         server_retain = _server_retain(session, original.state)
         for name in cfg.unlearning.methods:
             try:
                 record, state = run_method(session, name, original, server_retain)
             except SiteError as err:
                 run.event("method_stopped", method=name, site=err.site, reason=err.reason)
+                run.progress.stop_phase(f"site {err.site}: {err.reason}")
                 continue
-            models[name] = fill_record(record, final_scores(session, name, state), session.forget_site)
+            models[name] = _final(session, name, record, state)
             states[name] = state
+        run.progress.phase_finished(FINAL_EVALUATION)
         _write_outputs(session, models, states)
     finally:
         boards.close()
+
+
+def _final(session: Session, name: str, record: ModelRecord, state: Any) -> ModelRecord:
+    """A model's final scores at every site, into its record and the progress log."""
+    fill_record(record, final_scores(session, name, state), session.forget_site)
+    session.run.progress.step(FINAL_EVALUATION, scores=session.scores[name], model=name)
+    return record
 
 
 def _trained_models(session: Session) -> tuple[TrainedModel, dict[str, ModelRecord], dict[str, Any]]:
@@ -124,8 +136,10 @@ def _write_outputs(session: Session, models: dict[str, ModelRecord], states: dic
     atomic_write_json(run.root / "audit.json", build_audit(cfg, models, run.started, finished, run.events))
     atomic_write_json(run.root / "ledger.json", session.link.ledger.to_json())
     write_report(run.root, results)
+    write_hparams(run.tensorboard, hparam_entries(cfg, results))
     atomic_write_json(run.root / "results.json", results)
     run.set_status("completed", finished=finished)
+    run.progress.run_finished()
 
 
 def _ledger_summary(ledger: Ledger) -> dict[str, Any]:

@@ -264,6 +264,11 @@ def run_unlearning(
     )
 
 
+def planned_callbacks(method: Method, budget: int) -> int:
+    """How many times :func:`run_unlearning` calls ``on_step`` within ``budget``: once per step, once per dampening."""
+    return sum(1 if phase.kind == "importance" else phase.steps for phase in method.phases(budget))
+
+
 def term_gradients(method: Method, role: str, phase: Phase, model: nn.Module, batch: Batch, index: int,
                    ctx: TermContext) -> Gradients:
     """Gradient of ``role``'s term on one batch: the computation a site performs."""

@@ -6,21 +6,17 @@ from collections.abc import Callable
 from pathlib import Path
 
 import h5py
+import malformed_volumes
 import numpy as np
 import pytest
 
-from fedforget.recon.acquisition import acquire
-from fedforget.recon.coils import coil_sensitivities
 from fedforget.recon.hdf5io import write_multicoil_volume
-from fedforget.recon.phantoms import brain_slices
 
 
 @pytest.fixture(scope="session")
 def small_acquisition():
     """A 3-slice, 4-coil, 32 x 32 noisy brain acquisition (kspace, target)."""
-    images = brain_slices(3, 32, seed=11)
-    maps = coil_sensitivities(4, (32, 32), seed=12)
-    return acquire(images, maps, noise_std=0.01, seed=13)
+    return malformed_volumes.small_acquisition()
 
 
 @pytest.fixture
