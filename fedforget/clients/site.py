@@ -21,7 +21,7 @@ from fedforget.configs.compose import fingerprint
 from fedforget.configs.schema import ExperimentConfig
 from fedforget.data.batches import BatchSource, stream_seed, unlearning_source
 from fedforget.data.datasets import CachedSliceDataset
-from fedforget.data.sites import open_site_split, site_folders
+from fedforget.data.sites import SPLITS, open_site_split, poison_manifest_sha256, site_folders, site_split
 from fedforget.learning.training import LocalTraining, model_from_config, pick_device
 from fedforget.recon.losses import ReconLoss
 from fedforget.recon.poison import PoisonManifest, load_manifest
@@ -69,6 +69,7 @@ class SiteRuntime:
     def __init__(self, cfg: ExperimentConfig, identity: SiteIdentity, simulated: bool) -> None:
         self.cfg = cfg
         self.identity = identity
+        self.simulated = simulated
         self.device = pick_device(cfg.federation.device)
         if simulated and self.device.type == "cpu":
             # Each simulated node owns client_cpus cores; more threads only fight the other nodes.
@@ -95,6 +96,18 @@ class SiteRuntime:
                 raise SiteError(self.name, f"{self.identity.folders[name]} holds no slices")
             self._splits[name] = dataset
         return self._splits[name]
+
+    def data_description(self) -> dict[str, Any]:
+        """The files this site uses per split (name, bytes, SHA-256), its volume ranges, its poison manifest.
+
+        Computed here because in a deployment only the site can read its files; the server
+        records it in audit.json and keys its model cache with it.
+        """
+        description: dict[str, Any] = {split: site_split(self.cfg, self.name, split,
+                                                         self.identity.folders[split]).describe()
+                                       for split in SPLITS}
+        description["poison_manifest_sha256"] = poison_manifest_sha256(self.identity.folders["train"])
+        return description
 
     def load(self, arrays: ArrayRecord) -> nn.Module:
         """The site's model holding the received weights."""

@@ -31,8 +31,10 @@ class DataConfig:
     """Where site data lives and how k-space is undersampled.
 
     ``kind=synthetic``: fedforget writes phantom volumes to ``root/<site>/{train,test}``
-    (cached by a fingerprint of the site spec). ``kind=fastmri``: ``root`` holds real
-    fastMRI / M4Raw multicoil folders named by each site's ``train_dir`` / ``test_dir``.
+    (one folder per site spec, named by its fingerprint). ``kind=fastmri``: ``root`` holds real
+    fastMRI / M4Raw multicoil folders named by each site's ``train_dir`` / ``test_dir``; their
+    k-space values are checked slice by slice as they are read, or every value before the run
+    starts with ``scan_values=true`` (a full read of every file a site uses).
     """
 
     kind: str = "synthetic"
@@ -45,6 +47,7 @@ class DataConfig:
     acceleration: int = 8
     center_fraction: float = 0.04
     cache_slices: bool = True
+    scan_values: bool = False
 
     def __post_init__(self) -> None:
         _require(self.kind in DATA_KINDS, "data.kind", self.kind, f"one of {DATA_KINDS}")
@@ -138,7 +141,7 @@ class ModelConfig:
             _require(value >= 1, f"model.{key}", value, ">= 1")
 
 
-FAULT_MODES = ("exit", "error", "hang")
+FAULT_MODES = ("exit", "error", "hang", "bug")
 
 
 @dataclass
@@ -147,7 +150,9 @@ class FaultConfig:
 
     ``site`` fails its work in ``phase`` (``federated``, ``oracle`` or ``unlearn/<method>``)
     at rounds (or unlearning steps) ``round`` .. ``round + rounds - 1``: ``exit`` kills the
-    ClientApp process, ``error`` raises, ``hang`` sleeps past the server's timeout.
+    ClientApp process, ``error`` fails like an unavailable site (a site fault: recorded, the run
+    goes on), ``hang`` sleeps past the server's timeout, ``bug`` raises as a programming error
+    would (the run stops with the site's traceback).
     ``server_exit_after_round`` kills the ServerApp process right after that round of the
     original model's training is saved (the resume drill); a resumed run never triggers
     it again.
@@ -328,10 +333,17 @@ class UnlearningConfig:
 
 @dataclass
 class ReportConfig:
-    """What the report renders."""
+    """What the report renders.
+
+    Reconstruction grids need a site's test slices at the server. The server reads them only in a
+    simulation on synthetic data, or when ``server_reads_site_data=true`` says the coordinator may
+    read the sites' test files (a simulation of real data on one machine, with the data owners'
+    consent); otherwise the grids are skipped with a note.
+    """
 
     figures: bool = True
     display_slices: int = 1
+    server_reads_site_data: bool = False
 
 
 @dataclass
