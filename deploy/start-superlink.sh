@@ -43,5 +43,6 @@ if [[ -n "${SUPERLINK_LOG_FILE:-}" ]]; then
 fi
 
 echo "starting $SUPERLINK ${ARGS[*]}" >&2
-# exec: the script's PID becomes the SuperLink's, so whoever started it can stop it by PID.
-exec "$SUPERLINK" "${ARGS[@]}"
+# exec a supervisor: the script's PID becomes its PID, and a SIGTERM or SIGINT to it stops the
+# SuperLink and every process it started (its flower-superexec runs in a session of its own).
+fedforget_deploy supervise -- "$SUPERLINK" "${ARGS[@]}"

@@ -56,11 +56,14 @@ if [[ -n "${SUPERNODE_POLL_SECONDS:-}" ]]; then
     PYTHON_BIN="$(python_bin)"
     export PATH="$(dirname "$PYTHON_BIN"):$PATH"
     echo "starting flower-supernode (polling every ${SUPERNODE_POLL_SECONDS} s) ${ARGS[*]}" >&2
-    # exec (inside fedforget_deploy): the script's PID becomes the SuperNode's, so it can be stopped by PID.
-    fedforget_deploy supernode --poll-seconds "$SUPERNODE_POLL_SECONDS" -- "${ARGS[@]}"
+    # exec (inside fedforget_deploy) a supervisor: the script's PID becomes its PID, and a SIGTERM or
+    # SIGINT to it stops the SuperNode and every process it started (flower-superexec, ClientApps).
+    fedforget_deploy supervise -- "$PYTHON_BIN" -m fedforget.launch.deploy supernode \
+        --poll-seconds "$SUPERNODE_POLL_SECONDS" -- "${ARGS[@]}"
 fi
 SUPERNODE="$(find_tool flower-supernode)"
 export PATH="$(dirname "$SUPERNODE"):$PATH"
 echo "starting $SUPERNODE ${ARGS[*]}" >&2
-# exec: the script's PID becomes the SuperNode's, so whoever started it can stop it by PID.
-exec "$SUPERNODE" "${ARGS[@]}"
+# exec a supervisor: the script's PID becomes its PID, and a SIGTERM or SIGINT to it stops the
+# SuperNode and every process it started (flower-superexec outlives a SuperNode signalled alone).
+fedforget_deploy supervise -- "$SUPERNODE" "${ARGS[@]}"

@@ -1,9 +1,10 @@
 """Command line: ``fedforget run``, ``synth``, ``report``, ``check``, ``evaluate``.
 
 ``fedforget run [experiment=NAME] [HYDRA OVERRIDES...] [--output-dir DIR] [-m]`` exits
-non-zero when the run failed (Flower's own ``flwr run`` exits 0 either way). Flags and
-overrides mix in any order. ``fedforget check DIR...`` and ``fedforget evaluate CHECKPOINT DIR``
-work on a user's own fastMRI folders.
+non-zero when the run failed (Flower's own ``flwr run`` exits 0 either way): 1 failed, 2 invalid
+configuration, 3 unusable data, 4 finished without some requested methods, 130 / 143 stopped by
+SIGINT / SIGTERM (rerun to resume). Flags and overrides mix in any order. ``fedforget check DIR...``
+and ``fedforget evaluate CHECKPOINT DIR`` work on a user's own fastMRI folders.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from pathlib import Path
 
 from fedforget.configs.compose import ConfigError
 
-EXIT_CONFIG, EXIT_FAILED = 2, 1
+# 0: completed with every requested method. 130 / 143: stopped by SIGINT / SIGTERM (resumable).
+EXIT_FAILED, EXIT_CONFIG, EXIT_DATA, EXIT_METHODS_MISSING = 1, 2, 3, 4
 MODEL_PRESETS = ("tiny", "small", "paper")
 MASK_TYPES = ("equispaced_fraction", "equispaced", "random")
 
@@ -60,20 +62,29 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from fedforget.launch.runner import RunFailed, RunRequest, run_all, split_experiment
+    from fedforget.launch.runner import DataFailed, MethodsMissing, RunFailed, RunRequest, run_all, split_experiment
+    from fedforget.launch.signals import Interrupted, stop_on_signals
     from fedforget.reporting.console import print_summary
 
     experiment, overrides = split_experiment(args.overrides)
     request = RunRequest(experiment, overrides, args.output_dir, args.federation_config, args.fresh,
                          verbose=args.verbose)
     try:
-        folders = run_all(request, args.multirun)
+        with stop_on_signals():
+            folders = run_all(request, args.multirun)
+    except Interrupted as stop:
+        return stop.exit_code
     except ConfigError as err:
         print(f"fedforget: invalid configuration: {err}", file=sys.stderr)
         return EXIT_CONFIG
+    except MethodsMissing as err:
+        for folder in err.folders:
+            print_summary(folder)
+        print(f"fedforget: run INCOMPLETE: {err}", file=sys.stderr)
+        return EXIT_METHODS_MISSING
     except RunFailed as err:
         print(f"fedforget: run FAILED: {err}", file=sys.stderr)
-        return EXIT_FAILED
+        return EXIT_DATA if isinstance(err, DataFailed) else EXIT_FAILED
     for folder in folders:
         print_summary(folder)
     return 0

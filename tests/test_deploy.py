@@ -29,9 +29,10 @@ from types import SimpleNamespace
 import pytest
 
 from fedforget.configs.compose import load_experiment
+from fedforget.data.sites import site_folders
 from fedforget.data.synthetic import prepare_synthetic_data
 from fedforget.launch.deploy import DEPLOY_DIR, DeployError, Process, start_superlink, start_supernode, wait_for_node_id
-from fedforget.launch.flower import flower_bin, flower_env, free_port
+from fedforget.launch.flower import descendants, flower_bin, flower_env, free_port
 from fedforget.strategies.link import send_and_receive
 
 SITES = ("brain-0", "knee-0")
@@ -139,11 +140,12 @@ def _processes_of(root: Path, grace: float = 10.0) -> dict[int, str]:
 
 
 @pytest.fixture(scope="module")
-def site_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Synthetic smoke data; each site's folder ``<root>/<site>`` holds train/ and test/."""
+def site_data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Synthetic smoke data: each site's folder (its node's data path) holds train/ and test/."""
     root = tmp_path_factory.mktemp("deploy-data")
-    prepare_synthetic_data(load_experiment("smoke", [f"data.root={root}"]))
-    return root
+    cfg = load_experiment("smoke", [f"data.root={root}"])
+    prepare_synthetic_data(cfg)
+    return {site: site_folders(cfg, site)["train"].parent for site in cfg.sites}
 
 
 @pytest.fixture(scope="module")
@@ -168,12 +170,19 @@ def check_run_folder(output: Path) -> dict:
     assert json.loads((output / "status.json").read_text())["status"] == "completed"
     results = json.loads((output / "results.json").read_text())
     assert set(results["sites"]) == set(SITES)
-    assert set(results["models"]) == {"original", "oracle", "ft"}
+    assert set(results["models"]) == {"zero_filled", "original", "oracle", "ft"}
     for name, model in results["models"].items():
         assert set(model["sites"]) == set(SITES), name
         for site, scores in model["sites"].items():
             assert set(scores["test"]) == METRICS, (name, site)
     assert results["models"]["original"]["trained_on"] == list(SITES)
+    # The server reads no site's files: no reconstruction grids, and the data record comes from the sites.
+    assert results["mode"] == "deployment" and not list((output / "figures").glob("recon_*.png"))
+    assert "server_reads_site_data" in " ".join(results["figure_notes"])
+    audit = json.loads((output / "audit.json").read_text())
+    for site in SITES:
+        files = audit["data"]["sites"][site]["train"]["files"]
+        assert files and all(len(f["sha256"]) == 64 for f in files), site
     for site in SITES:
         board = output / "tensorboard" / site
         assert board.is_dir() and any(board.iterdir()), f"no TensorBoard events for {site}"
@@ -191,7 +200,7 @@ def exchange_seconds(output: Path, wall: float) -> str:
 
 @pytest.mark.slow
 def test_tls_and_node_authentication_refuse_an_unregistered_supernode(
-        federation: Federation, site_data: Path, model_cache: Path, tmp_path: Path) -> None:
+        federation: Federation, site_data: dict[str, Path], model_cache: Path, tmp_path: Path) -> None:
     certs, keys = tmp_path / "certs", tmp_path / "keys"
     coordinator = federation.home("coordinator")
     ok(script("make-certs.sh", certs, "127.0.0.1", home=coordinator))
@@ -204,8 +213,8 @@ def test_tls_and_node_authentication_refuse_an_unregistered_supernode(
     # Registering a key twice (re-running the procedure) is not an error.
     assert "registered already" in ok(script("register-site.sh", "hospitals", SITES[0], keys, home=coordinator))
 
-    nodes = [federation.start_node(site, site_data / site, certs / "ca.crt", keys / site) for site in SITES]
-    rogue = federation.start_node("rogue-0", site_data / "knee-0", certs / "ca.crt", keys / "rogue-0")
+    nodes = [federation.start_node(site, site_data[site], certs / "ca.crt", keys / site) for site in SITES]
+    rogue = federation.start_node("rogue-0", site_data["knee-0"], certs / "ca.crt", keys / "rogue-0")
     for node in nodes:
         wait_for_node_id(node)
 
@@ -238,9 +247,9 @@ def _node_list(home: Path) -> list[dict]:
 
 @pytest.mark.slow
 def test_insecure_superlink_and_two_supernodes_run_the_smoke_experiment(
-        federation: Federation, site_data: Path, model_cache: Path, tmp_path: Path) -> None:
+        federation: Federation, site_data: dict[str, Path], model_cache: Path, tmp_path: Path) -> None:
     federation.start_link(None)
-    nodes = [federation.start_node(site, site_data / site) for site in SITES]
+    nodes = [federation.start_node(site, site_data[site]) for site in SITES]
     node_ids = {wait_for_node_id(node) for node in nodes}
     assert len(node_ids) == 2
     ok(script("connect.sh", "lab", federation.address, home=federation.home("coordinator")))
@@ -255,10 +264,10 @@ def test_insecure_superlink_and_two_supernodes_run_the_smoke_experiment(
 
 @pytest.mark.slow
 def test_a_supernode_with_an_unknown_site_fails_the_run_naming_it(
-        federation: Federation, site_data: Path, model_cache: Path, tmp_path: Path) -> None:
+        federation: Federation, site_data: dict[str, Path], model_cache: Path, tmp_path: Path) -> None:
     federation.start_link(None)
-    nodes = [federation.start_node("brain-0", site_data / "brain-0"),
-             federation.start_node("liver-0", site_data / "knee-0")]
+    nodes = [federation.start_node("brain-0", site_data["brain-0"]),
+             federation.start_node("liver-0", site_data["knee-0"])]
     for node in nodes:
         wait_for_node_id(node)
     ok(script("connect.sh", "lab", federation.address, home=federation.home("coordinator")))
@@ -271,6 +280,33 @@ def test_a_supernode_with_an_unknown_site_fails_the_run_naming_it(
     status = json.loads((tmp_path / "run" / "status.json").read_text())
     assert status["status"] == "failed" and "liver-0" in status["reason"]
     assert not (tmp_path / "run" / "results.json").exists()
+
+
+@pytest.mark.slow
+def test_a_signal_to_a_scripts_pid_stops_everything_it_started(
+        federation: Federation, site_data: dict[str, Path]) -> None:
+    """systemd, Slurm or kill signal the script's PID alone: Flower's children must go with it."""
+    link = federation.start_link(None)
+    node = federation.start_node("knee-0", site_data["knee-0"])
+    wait_for_node_id(node)
+    for process in (node, link):
+        tree = descendants(process.pid)
+        commands = {pid: _command(pid) for pid in tree}
+        assert any("flower-superexec" in c for c in commands.values()), (process.name, commands)
+        os.kill(process.pid, signal.SIGTERM)
+        assert process.process.wait(timeout=60) == 128 + signal.SIGTERM, process.log()[-2000:]
+        deadline = time.monotonic() + 10
+        while (alive := [commands[pid] for pid in tree if _command(pid)]) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not alive, f"{process.name} left {alive} running"
+
+
+def _command(pid: int) -> str:
+    """A live process's command line ("" once it is gone or a zombie)."""
+    try:
+        return (Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")).decode(errors="replace").strip()
+    except OSError:
+        return ""
 
 
 # --- the scripts' own checks (fast) -----------------------------------------------------------------------

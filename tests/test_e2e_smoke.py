@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 from run_helpers import CompletedRun, fedforget_report, fedforget_run
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from fedforget.configs import load_experiment
+from fedforget.data.sites import site_folders
+from fedforget.learning.checkpoints import load_checkpoint
 
 pytestmark = pytest.mark.slow
 
@@ -63,11 +69,15 @@ def test_results_json_holds_intervals_and_the_calibrated_audit(smoke_run: Comple
     low, high = ft["vs_original"]["BTA"]["psnr_ci"]
     assert low <= ft["vs_original"]["BTA"]["psnr"] <= high
     assert "## Compared with the oracle and the original" in (smoke_run.folder / "report.md").read_text()
+    oracle_seconds = results["models"]["oracle"]["wall_seconds"]
     for name, summary in results["summary"].items():
         assert {"BTA", "KTA", "UA", "RTE"} <= set(summary)
-        assert summary["KTA"]["psnr"] == results["models"][name]["sites"]["knee-0"]["test"]["psnr"]
-        assert summary["UA"]["ssim"] == results["models"][name]["sites"]["knee-0"]["train"]["ssim"]
-    assert results["summary"]["oracle"]["RTE"] == 1.0
+        model = results["models"][name]
+        assert summary["KTA"]["psnr"] == model["sites"]["knee-0"]["test"]["psnr"]
+        assert summary["UA"]["ssim"] == model["sites"]["knee-0"]["train"]["ssim"]
+        assert summary["BTA"]["psnr"] == model["sites"]["brain-0"]["test"]["psnr"], "one retain site: BTA is its test"
+        if name != "zero_filled":
+            assert summary["RTE"] == pytest.approx(oracle_seconds / model["wall_seconds"]), name
 
 
 def test_run_folder_layout(smoke_run: CompletedRun) -> None:
@@ -147,22 +157,45 @@ def test_tensorboard_has_one_folder_per_site_with_finite_curves(smoke_run: Compl
         assert [step for step, _ in scalars["federated/psnr"]] == [0, 1, 2], "round 0 plus every round"
 
 
-def test_oracle_never_saw_the_forget_site(smoke_run: CompletedRun) -> None:
+def test_trained_on_is_who_sent_training_updates_and_the_oracle_never_saw_the_forget_site(
+        smoke_run: CompletedRun) -> None:
     results = smoke_run.results
-    assert results["models"]["oracle"]["trained_on"] == ["brain-0"]
-    assert results["models"]["original"]["trained_on"] == ["brain-0", "knee-0"]
+    assert not [e for e in results["events"] if e["kind"] == "loaded"], "the smoke run trains its own models"
     ledger = json.loads((smoke_run.folder / "ledger.json").read_text())
+    for name, phase in (("original", "federated"), ("oracle", "oracle"), ("ft", "unlearn/ft"),
+                        ("nl_ft", "unlearn/nl_ft")):
+        senders = sorted({e["site"] for e in ledger if e["phase"] == phase and e["message_type"].startswith("train")
+                          and e["status"] == "ok" and e["shapes_up"]})
+        assert results["models"][name]["trained_on"] == senders, name
+    assert "knee-0" not in results["models"]["oracle"]["trained_on"]
     oracle_training = [e for e in ledger if e["phase"] == "oracle"]
     assert oracle_training and {e["site"] for e in oracle_training} == {"brain-0"}
     assert all(e["message_type"] == "train" for e in oracle_training)
 
 
+def test_audit_records_every_file_each_site_used_and_the_model_cache_keys(smoke_run: CompletedRun) -> None:
+    audit = json.loads((smoke_run.folder / "audit.json").read_text())
+    config = yaml.safe_load((smoke_run.folder / "config.yaml").read_text())
+    experiment = load_experiment("smoke", [f"data.root={config['data']['root']}"])
+    for site in ("brain-0", "knee-0"):
+        for split, folder in site_folders(experiment, site).items():
+            record = audit["data"]["sites"][site][split]
+            on_disk = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+            assert {f["name"]: f["sha256"] for f in record["files"]} == on_disk, (site, split)
+            assert record["folder"] == str(folder)
+    assert audit["data"]["server_retain"] is None, "retain_access=sites: the server held no retain data"
+    for model in ("original", "oracle"):
+        _, meta = load_checkpoint(smoke_run.folder / "checkpoints" / f"{model}.pt")
+        assert audit["model_cache_keys"][model] == meta["fingerprint"], model
+
+
 def test_failed_run_is_reported_with_the_reason(tmp_path: Path, data_root: Path, smoke_run: CompletedRun) -> None:
     broken_root = tmp_path / "data"
     shutil.copytree(data_root, broken_root)
-    (broken_root / "knee-0" / "test" / "notes.h5").write_text("not an HDF5 file")
+    knee_test = site_folders(load_experiment("smoke", [f"data.root={broken_root}"]), "knee-0")["test"]
+    (knee_test / "notes.h5").write_text("not an HDF5 file")
     run = fedforget_run(["experiment=smoke", f"data.root={broken_root}"], tmp_path / "run")
-    assert run.returncode == 1
+    assert run.returncode == 3, "unusable data exits 3"
     assert "run FAILED" in run.output and "notes.h5" in run.output and "knee-0" in run.output
     assert "not an HDF5 file" in run.output
     assert not (run.folder / "results.json").exists(), "a failed run writes no results.json"

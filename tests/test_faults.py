@@ -8,12 +8,21 @@ crashes cannot come back; here sites fail by raising, and the node survives.
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
-from run_helpers import CompletedRun, fedforget_run
+import yaml
+from run_helpers import REPO, CompletedRun, fedforget_run
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from fedforget.launch.flower import processes_of
+from fedforget.launch.run_lock import LOCK_FILE
+from fedforget.launch.runner import _is_resumable
 from fedforget.learning.checkpoints import load_checkpoint
 
 pytestmark = pytest.mark.slow
@@ -59,20 +68,23 @@ def test_killed_server_resumes_and_a_failing_site_rejoins(tmp_path: Path, data_r
 
 def test_removal_on_a_trained_federation_with_the_forget_site_failing_one_method(
         tmp_path: Path, data_root: Path, smoke_run: CompletedRun) -> None:
-    """from_checkpoint skips all training; nl_ft loses its forget site and stops; ft's result is kept."""
+    """from_checkpoint skips all training; nl_ft loses its forget site and stops; ft's result is kept,
+    and the command exits 4: a requested method is missing from results.json."""
     original = smoke_run.folder / "checkpoints" / "original.pt"
     run = fedforget_run(["experiment=smoke", f"data.root={data_root}", f"cache_dir={tmp_path / 'empty-cache'}",
                          f"unlearning.from_checkpoint={original}", "unlearning.methods=[nl_ft,ft]",
                          "federation.fault.site=knee-0", "federation.fault.phase=unlearn/nl_ft",
                          "federation.fault.round=1", "federation.fault.rounds=100", "federation.fault.mode=error"],
                         tmp_path / "run")
-    assert run.returncode == 0, run.output[-3000:]
+    assert run.returncode == 4, run.output[-3000:]
+    assert "run INCOMPLETE" in run.output and "method nl_ft" in run.output and "injected failure" in run.output
+    assert run.status["status"] == "completed", "the run itself finished; it lacks what was asked"
     phases = {e["phase"] for e in _ledger(run)}
     assert not phases & {"federated", "oracle"}, "nothing was retrained"
     loaded = {e["model"]: e["source"] for e in run.results["events"] if e["kind"] == "loaded"}
     assert loaded == {"original": str(original), "oracle": str(original.with_name("oracle.pt"))}
     assert run.results["models"]["original"]["sha256"] == smoke_run.results["models"]["original"]["sha256"]
-    assert set(run.results["models"]) == {"original", "oracle", "ft"}
+    assert set(run.results["models"]) == {"zero_filled", "original", "oracle", "ft"}
     stopped = [e for e in run.results["events"] if e["kind"] == "method_stopped"]
     assert [(e["method"], e["site"]) for e in stopped] == [("nl_ft", "knee-0")]
     assert "injected failure" in stopped[0]["reason"]
@@ -83,5 +95,77 @@ def test_missing_checkpoint_fails_naming_it_before_anything_starts(tmp_path: Pat
     missing = tmp_path / "nowhere" / "original.pt"
     run = fedforget_run(["experiment=smoke", f"data.root={data_root}", f"unlearning.from_checkpoint={missing}"],
                         tmp_path / "run")
-    assert run.returncode == 1 and str(missing) in run.output and "does not exist" in run.output
+    assert run.returncode == 3 and str(missing) in run.output and "does not exist" in run.output
     assert "Starting local SuperLink" not in run.output and "Successfully started run" not in run.output
+
+
+def test_a_programming_error_at_a_site_fails_the_run_with_its_traceback(
+        tmp_path: Path, data_root: Path, smoke_run: CompletedRun) -> None:
+    """Only site faults are recorded and survived; an unexpected exception in the code a site runs stops the run."""
+    original = smoke_run.folder / "checkpoints" / "original.pt"
+    run = fedforget_run(["experiment=smoke", f"data.root={data_root}", f"cache_dir={tmp_path / 'cache'}",
+                         f"unlearning.from_checkpoint={original}", "unlearning.methods=[ft]",
+                         "federation.fault.site=brain-0", "federation.fault.phase=unlearn/ft",
+                         "federation.fault.round=1", "federation.fault.mode=bug"], tmp_path / "run")
+    assert run.returncode == 1 and "run FAILED" in run.output and "ZeroDivisionError" in run.output
+    status = run.status
+    assert status["status"] == "failed" and status["error_kind"] == "code" and status["site"] == "brain-0"
+    assert "ZeroDivisionError: injected programming error" in status["site_traceback"]
+    assert "_injected_fault" in status["site_traceback"], "the site's own traceback, not the server's"
+    assert not [e for e in status["events"] if e["kind"] == "method_stopped"], "a bug is not a stopped method"
+    assert not (run.folder / "results.json").exists()
+
+
+def _start(args: list[str], folder: Path) -> subprocess.Popen[str]:
+    """``fedforget run`` in the background, as a shell or a scheduler would start it."""
+    command = [sys.executable, "-m", "fedforget.cli", "run", *args, "--output-dir", str(folder)]
+    return subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def _wait_until(condition, process: subprocess.Popen[str], what: str, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert process.poll() is None, f"the run ended before {what}:\n{process.communicate()[0][-3000:]}"
+        assert time.monotonic() < deadline, f"no {what} within {timeout:.0f} s"
+        time.sleep(0.2)
+
+
+def _status(folder: Path) -> dict:
+    try:
+        return json.loads((folder / "status.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _stop_and_check(process: subprocess.Popen[str], sig: int, folder: Path) -> str:
+    """Send ``sig`` to the run's PID alone; it must exit 128 + sig, leave no Flower process, say interrupted."""
+    flwr_home = Path(json.loads((folder / LOCK_FILE).read_text())["flwr_home"])
+    assert processes_of(flwr_home), "the run's SuperLink, simulation and sites are running"
+    process.send_signal(sig)
+    output = process.communicate(timeout=120)[0]
+    assert process.returncode == 128 + sig, output[-3000:]
+    assert processes_of(flwr_home) == [], "every process the run started is gone"
+    status = _status(folder)
+    assert status["status"] == "interrupted" and signal.Signals(sig).name in status["reason"]
+    return output
+
+
+def test_sigterm_stops_everything_the_run_started_and_leaves_it_resumable(tmp_path: Path, data_root: Path) -> None:
+    """SIGTERM mid-training (a scheduler's time limit): every process stops, exit 143, the folder says interrupted
+    and the same command would resume it; while the first run lives, a second writer is refused naming its PID."""
+    args = ["experiment=smoke", f"data.root={data_root}", f"cache_dir={tmp_path / 'cache'}", "federation.rounds=60",
+            "unlearning.methods=[ft]"]
+    folder = tmp_path / "run"
+    first = _start(args, folder)
+    try:
+        _wait_until(lambda: (folder / "checkpoints" / "progress" / "original.pt").is_file(), first, "round 1")
+        assert json.loads((folder / LOCK_FILE).read_text())["pid"] == first.pid
+        second = fedforget_run(args, folder, timeout=120)
+        assert second.returncode == 1 and f"being written by PID {first.pid}" in second.output
+        assert first.poll() is None, "the refused run left the first alone"
+        _stop_and_check(first, signal.SIGTERM, folder)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert _is_resumable(folder, yaml.safe_load((folder / "config.yaml").read_text()))

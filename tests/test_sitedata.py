@@ -1,17 +1,34 @@
-"""Site datasets: reproducible batch streams, subsets, and the validation memo for fresh processes."""
+"""Site data: batch streams, the validation memo, synthetic folders per spec, the model cache's data identity."""
 
 from __future__ import annotations
 
+import hashlib
 import os
+import shutil
+import subprocess
+import sys
+import time
 from pathlib import Path
 
+import h5py
 import pytest
+from run_helpers import REPO
 
 import fedforget.data.datasets as datasets
+from fedforget.clients.site import SiteRuntime, resolve_site
+from fedforget.configs import load_experiment
+from fedforget.configs.schema import ExperimentConfig
 from fedforget.data.batches import BatchSource, subset_indices
 from fedforget.data.datasets import open_split
+from fedforget.data.preparation import check_synthetic_data
+from fedforget.data.sites import site_folders
+from fedforget.data.synthetic import prepare_synthetic_data
+from fedforget.recon.hdf5io import validate_volume
 from fedforget.recon.masks import make_mask_func
+from fedforget.recon.poison import MANIFEST_FILE
 from fedforget.recon.synth import SynthSpec, write_synthetic_site
+from fedforget.server.phases import training_data, training_fingerprint
+from fedforget.strategies.directory import SiteInfo
 
 
 @pytest.fixture(scope="module")
@@ -51,3 +68,82 @@ def test_validation_memo_skips_unchanged_files_and_rechecks_changed_ones(
     assert len(calls) == 2, "a changed file is validated again"
     open_split(site / "train", mask, cache=False, scan_kspace=False)
     assert len(calls) == 2, "a full scan also covers the structural check"
+
+
+def test_each_synthetic_spec_has_its_own_folder_and_another_spec_never_rewrites_it(tmp_path: Path) -> None:
+    smoke = load_experiment("smoke", [f"data.root={tmp_path}"])
+    smaller = load_experiment("smoke", [f"data.root={tmp_path}", "data.size=16"])
+    prepare_synthetic_data(smoke)
+    files = [p for site in smoke.sites for folder in site_folders(smoke, site).values() for p in folder.iterdir()]
+    before = {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in files}
+    prepare_synthetic_data(smaller)
+    assert {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in files} == before, "the other spec rewrote a site"
+    for site in smoke.sites:
+        assert site_folders(smaller, site)["train"] != site_folders(smoke, site)["train"]
+        assert site_folders(smoke, site)["train"].parent.name.startswith(f"{site}-")
+        shapes = {validate_volume(p).recon_shape for p in site_folders(smaller, site)["train"].iterdir()}
+        assert shapes == {(16, 16)}, "each folder holds its own spec"
+
+
+_WRITER = """
+import sys, time
+from pathlib import Path
+from fedforget.configs import load_experiment
+from fedforget.data.synthetic import prepare_synthetic_data
+cfg = load_experiment("smoke", [f"data.root={sys.argv[1]}", "data.size=64", "data.slices_per_volume=6"])
+go = Path(sys.argv[2])
+Path(f"{go}.ready-{sys.argv[3]}").touch()
+while not go.exists():
+    time.sleep(0.01)
+prepare_synthetic_data(cfg, log=print)
+"""
+
+
+def test_concurrent_writers_of_one_spec_write_each_site_once(tmp_path: Path) -> None:
+    go = tmp_path / "go"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    writers = [subprocess.Popen([sys.executable, "-c", _WRITER, str(tmp_path / "data"), str(go), str(n)], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for n in range(2)]
+    deadline = time.monotonic() + 120
+    while len(list(tmp_path.glob("go.ready-*"))) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    go.touch()  # both start writing at once
+    outputs = [w.communicate(timeout=120)[0] for w in writers]
+    assert [w.returncode for w in writers] == [0, 0], outputs
+    cfg = load_experiment("smoke", [f"data.root={tmp_path / 'data'}", "data.size=64", "data.slices_per_volume=6"])
+    written = [line for out in outputs for line in out.splitlines() if "wrote synthetic" in line]
+    assert sorted(written) == sorted(f"fedforget: wrote synthetic {cfg.sites[s].anatomy} site {s} to "
+                                     f"{site_folders(cfg, s)['train'].parent}" for s in cfg.sites), outputs
+    check_synthetic_data(cfg)
+    assert not [p for p in (tmp_path / "data").iterdir() if ".build-" in p.name or ".old-" in p.name]
+
+
+def _cache_key(cfg: ExperimentConfig) -> str:
+    """The original model's cache key from what each site reports about its data (as in the site query)."""
+    infos = {}
+    for index, site in enumerate(cfg.site_names):
+        runtime = SiteRuntime(cfg, resolve_site({"partition-id": index}, cfg), simulated=False)
+        infos[site] = SiteInfo(site, index, cfg.sites[site].anatomy, "cpu", 0, 0, 0, 0, True,
+                               runtime.data_description())
+    return training_fingerprint(cfg, cfg.site_names, training_data(infos, cfg.site_names))
+
+
+def test_model_cache_key_changes_with_the_training_data_not_with_a_touch(tmp_path: Path) -> None:
+    cfg = load_experiment("smoke", [f"data.root={tmp_path}"])
+    prepare_synthetic_data(cfg)
+    train = site_folders(cfg, "brain-0")["train"]
+    volume = sorted(train.iterdir())[0]
+    first = _cache_key(cfg)
+    os.utime(volume)  # a new mtime, the same bytes: the same data
+    assert _cache_key(cfg) == first
+    with h5py.File(volume, "r+") as handle:  # a corrected (or corrupted) target at the same path
+        handle["reconstruction_rss"][0, 0, 0] += 0.5
+    corrected = _cache_key(cfg)
+    assert corrected != first, "a changed training file must retrain the model"
+    shutil.copy(volume, train / "brain_extra_train_999.h5")
+    grown = _cache_key(cfg)
+    assert grown not in (first, corrected), "a new volume must retrain the model"
+    (train.parent / MANIFEST_FILE).write_text("{}")
+    described = SiteRuntime(cfg, resolve_site({"partition-id": 0}, cfg), simulated=False).data_description()
+    assert described["poison_manifest_sha256"] == hashlib.sha256(b"{}").hexdigest()
+    assert _cache_key(cfg) != grown, "another poison manifest must retrain the model"

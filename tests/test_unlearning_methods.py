@@ -10,12 +10,11 @@ import torch
 from fedforget.configs import load_experiment
 from fedforget.configs.schema import ExperimentConfig
 from fedforget.data.batches import BatchSource
-from fedforget.data.datasets import open_split
+from fedforget.data.sites import open_site_split
 from fedforget.data.synthetic import prepare_synthetic_data
 from fedforget.learning.evaluation import evaluate
 from fedforget.learning.training import LocalTraining, batch_loss, train_steps
 from fedforget.recon.losses import ReconLoss
-from fedforget.recon.masks import make_mask_func
 from fedforget.recon.models import PRESETS, build_varnet
 from fedforget.unlearning import REGISTRY, get_method, unlearn
 from fedforget.unlearning.base import FORGET, RETAIN, trainable
@@ -34,9 +33,8 @@ def setting(tmp_path_factory: pytest.TempPathFactory) -> dict:
     root = tmp_path_factory.mktemp("unlearning-data")
     cfg = load_experiment("smoke", [f"data.root={root}"])
     prepare_synthetic_data(cfg)
-    mask = make_mask_func(cfg.data.mask_type, cfg.data.acceleration, cfg.data.center_fraction)
-    forget_train = open_split(root / "knee-0" / "train", mask, True)
-    retain_train = open_split(root / "brain-0" / "train", mask, True)
+    forget_train = open_site_split(cfg, "knee-0", "train")
+    retain_train = open_site_split(cfg, "brain-0", "train")
     torch.manual_seed(0)
     model = build_varnet(PRESETS["tiny"])
     loss = ReconLoss()

@@ -30,8 +30,10 @@ from fedforget.strategies.protocol import (
     REFERENCE,
     SITE,
     ZERO_FILLED,
+    SiteError,
     arrays_from_state,
     config_of,
+    data_record,
     error_reply,
     metrics_reply,
     split_metric,
@@ -69,8 +71,9 @@ def describe_site(message: Message, runtime: SiteRuntime) -> Message:
                for name in ("train", "test")}
     metrics = {"train-slices": len(train), "test-slices": len(test),
                "train-volumes": volumes["train"], "test-volumes": volumes["test"]}
-    info = {SITE: runtime.name, "device": str(runtime.device), "anatomy": runtime.cfg.sites[runtime.name].anatomy}
-    return metrics_reply(message, metrics, info=info)
+    info = {SITE: runtime.name, "device": str(runtime.device), "anatomy": runtime.cfg.sites[runtime.name].anatomy,
+            "simulated": runtime.simulated}
+    return metrics_reply(message, metrics, info=info, data=data_record(runtime.data_description()))
 
 
 def _injected_fault(runtime: SiteRuntime, phase: str, step: int) -> None:
@@ -82,7 +85,9 @@ def _injected_fault(runtime: SiteRuntime, phase: str, step: int) -> None:
         os._exit(17)  # a real crash: no reply, no cleanup
     if fault.mode == "hang":
         time.sleep(runtime.cfg.federation.timeout_s + 30)
-    raise RuntimeError(f"injected failure in {phase} step {step} (federation.fault)")
+    if fault.mode == "bug":
+        raise ZeroDivisionError(f"injected programming error in {phase} step {step} (federation.fault.mode=bug)")
+    raise SiteError(runtime.name, f"injected failure in {phase} step {step} (federation.fault)")
 
 
 @app.train()

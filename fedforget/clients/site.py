@@ -21,7 +21,7 @@ from fedforget.configs.compose import fingerprint
 from fedforget.configs.schema import FORGET, RETAIN, ExperimentConfig
 from fedforget.data.batches import BatchSource, stream_seed, unlearning_source
 from fedforget.data.datasets import CachedSliceDataset, PoisonedTargets, SliceSubset
-from fedforget.data.sites import open_site_split, site_folders
+from fedforget.data.sites import SPLITS, open_site_split, poison_manifest_sha256, site_folders, site_split
 from fedforget.learning.audits import artifact_scorer
 from fedforget.learning.checkpoints import state_sha256
 from fedforget.learning.evaluation import Evaluation, Reconstructor, evaluate_reconstructions
@@ -75,6 +75,7 @@ class SiteRuntime:
     def __init__(self, cfg: ExperimentConfig, identity: SiteIdentity, simulated: bool) -> None:
         self.cfg = cfg
         self.identity = identity
+        self.simulated = simulated
         self.device = pick_device(cfg.federation.device)
         if simulated and self.device.type == "cpu":
             # Each simulated node owns client_cpus cores; more threads only fight the other nodes.
@@ -144,6 +145,17 @@ class SiteRuntime:
     def training_in_round(self, server_round: int) -> LocalTraining:
         """Local training settings of one FedAvg round (the learning rate follows the schedule)."""
         return LocalTraining.of(self.cfg.federation, server_round)
+    def data_description(self) -> dict[str, Any]:
+        """The files this site uses per split (name, bytes, SHA-256), its volume ranges, its poison manifest.
+
+        Computed here because in a deployment only the site can read its files; the server
+        records it in audit.json and keys its model cache with it.
+        """
+        description: dict[str, Any] = {split: site_split(self.cfg, self.name, split,
+                                                         self.identity.folders[split]).describe()
+                                       for split in SPLITS}
+        description["poison_manifest_sha256"] = poison_manifest_sha256(self.identity.folders["train"])
+        return description
 
     def load(self, arrays: ArrayRecord) -> nn.Module:
         """The site's model holding the received weights."""

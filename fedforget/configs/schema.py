@@ -39,8 +39,10 @@ class DataConfig:
     """Where site data lives and how k-space is undersampled.
 
     ``kind=synthetic``: fedforget writes phantom volumes to ``root/<site>/{train,test}``
-    (cached by a fingerprint of the site spec). ``kind=fastmri``: ``root`` holds real
-    fastMRI / M4Raw multicoil folders named by each site's ``train_dir`` / ``test_dir``.
+    (one folder per site spec, named by its fingerprint). ``kind=fastmri``: ``root`` holds real
+    fastMRI / M4Raw multicoil folders named by each site's ``train_dir`` / ``test_dir``; their
+    k-space values are checked slice by slice as they are read, or every value before the run
+    starts with ``scan_values=true`` (a full read of every file a site uses).
     """
 
     kind: str = "synthetic"
@@ -53,6 +55,7 @@ class DataConfig:
     acceleration: int = 8
     center_fraction: float = 0.04
     cache_slices: bool = True
+    scan_values: bool = False
 
     def __post_init__(self) -> None:
         _require(self.kind in DATA_KINDS, "data.kind", self.kind, f"one of {DATA_KINDS}")
@@ -166,7 +169,7 @@ class ModelConfig:
         return {key: getattr(self, key) or MODEL_PRESETS[self.preset][key] for key in SHAPE_KEYS}
 
 
-FAULT_MODES = ("exit", "error", "hang")
+FAULT_MODES = ("exit", "error", "hang", "bug")
 LR_SCHEDULES = ("constant", "cosine")
 
 
@@ -176,7 +179,9 @@ class FaultConfig:
 
     ``site`` fails its work in ``phase`` (``federated``, ``oracle`` or ``unlearn/<method>``)
     at rounds (or unlearning steps) ``round`` .. ``round + rounds - 1``: ``exit`` kills the
-    ClientApp process, ``error`` raises, ``hang`` sleeps past the server's timeout.
+    ClientApp process, ``error`` fails like an unavailable site (a site fault: recorded, the run
+    goes on), ``hang`` sleeps past the server's timeout, ``bug`` raises as a programming error
+    would (the run stops with the site's traceback).
     ``server_exit_after_round`` kills the ServerApp process right after that round of the
     original model's training is saved (the resume drill); a resumed run never triggers
     it again.
@@ -370,9 +375,16 @@ class UnlearningConfig:
 
 @dataclass
 class ReportConfig:
-    """What the report renders."""
+    """What the report renders.
+
+    Reconstruction grids need a site's test slices at the server. The server reads them only in a
+    simulation on synthetic data, or when ``server_reads_site_data=true`` says the coordinator may
+    read the sites' test files (a simulation of real data on one machine, with the data owners'
+    consent); otherwise the grids are skipped with a note.
+    """
 
     figures: bool = True
+    server_reads_site_data: bool = False
 
 
 @dataclass

@@ -77,6 +77,11 @@ class CachedSliceDataset(SliceDataset):
             transform, self.transform = self.transform, None
             try:
                 raw = super().__getitem__(i)
+            except OSError as err:  # h5py's error for a chunk that cannot be read: bad data, not a fault
+                sample = self.raw_samples[i]
+                raise DataFileError(f"{sample.fname}: slice {sample.slice_ind} cannot be read ({err}); expected a "
+                                    f"readable HDF5 file", sample.fname, f"slice {sample.slice_ind} cannot be read",
+                                    sample.slice_ind) from err
             finally:
                 self.transform = transform
             if self.check_values:
@@ -177,13 +182,56 @@ def chosen_volumes(infos: list[VolumeInfo], first: int, count: int) -> list[Volu
     return infos[first:first + count] if count else infos[first:]
 
 
-def open_split(folder: Path, mask_func: MaskFunc, cache: bool, max_volumes: int = 0,
-               first_volume: int = 0, scan_kspace: bool = True) -> CachedSliceDataset:
-    """Validate a folder of fastMRI multicoil volumes and open it as a dataset.
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file's bytes, with an on-disk memo of files already hashed (same size and mtime).
+
+    Real volumes are hundreds of MB: a site hashes each file it uses once, not on every run.
+    """
+    path = Path(path)
+    folder = path.parent.resolve()
+    memo_path = cache_root() / "sha256" / f"{hashlib.sha1(str(folder).encode()).hexdigest()}.json"
+    try:
+        memo = json.loads(memo_path.read_text())
+    except (OSError, ValueError):
+        memo = {}
+    key = _file_key(path)
+    known = memo.get(path.name)
+    if known and known["key"] == key:
+        return str(known["sha256"])
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    memo[path.name] = {"key": key, "sha256": digest.hexdigest()}
+    with contextlib.suppress(OSError):
+        memo_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = memo_path.with_name(f".{memo_path.name}.{os.getpid()}")
+        tmp.write_text(json.dumps(memo))
+        os.replace(tmp, memo_path)
+    return digest.hexdigest()
+
+
+def open_volumes(folder: Path, names: Sequence[str], mask_func: MaskFunc, cache: bool,
+                 check_values: bool) -> CachedSliceDataset:
+    """A dataset over the named volumes of a validated folder (all slices of each, in name order).
 
     Masks are seeded from each file name (fastMRI's validation convention), so every
     read of a slice sees the same undersampling: a site and a Flower-free run of the
     same method then see identical inputs.
+    """
+    transform = VarNetDataTransform(mask_func=mask_func, use_seed=True)
+    dataset = CachedSliceDataset(folder, transform, cache, check_values=check_values)
+    keep = set(names)
+    dataset.raw_samples = [s for s in dataset.raw_samples if s.fname.name in keep]
+    return dataset
+
+
+def open_split(folder: Path, mask_func: MaskFunc, cache: bool, max_volumes: int = 0,
+               first_volume: int = 0, scan_kspace: bool = True) -> CachedSliceDataset:
+    """Validate a folder of fastMRI multicoil volumes and open it as a dataset.
+
+    A site's split is opened with :func:`fedforget.data.sites.open_site_split`, which picks
+    the folder and the volume range from the experiment; this is the folder-level tool.
 
     Args:
         folder: A folder holding only fastMRI multicoil ``.h5`` files.
@@ -201,11 +249,4 @@ def open_split(folder: Path, mask_func: MaskFunc, cache: bool, max_volumes: int 
     if not chosen:
         raise DataFileError(f"{folder}: no volumes left after skipping {first_volume} of {len(infos)}: "
                             "expected volumes_from smaller than the number of volumes in the folder")
-    transform = VarNetDataTransform(mask_func=mask_func, use_seed=True)
-    dataset = CachedSliceDataset(folder, transform, cache, check_values=not scan_kspace)
-    if len(chosen) < len(infos):
-        keep = {info.path.name for info in chosen}
-        dataset.raw_samples = [s for s in dataset.raw_samples if s.fname.name in keep]
-    return dataset
-
-
+    return open_volumes(folder, [info.path.name for info in chosen], mask_func, cache, check_values=not scan_kspace)

@@ -11,8 +11,7 @@ from pathlib import Path
 
 from fedforget.configs.compose import ConfigError, fingerprint, to_plain
 from fedforget.configs.schema import ExperimentConfig
-from fedforget.data.datasets import chosen_volumes, validated_volumes
-from fedforget.data.sites import site_folders
+from fedforget.data.sites import SPLITS, SiteSplit, site_split
 from fedforget.data.synthetic import poison_spec, prepare_synthetic_data
 from fedforget.recon.hdf5io import DataFileError
 from fedforget.recon.poison import poison_site
@@ -22,32 +21,37 @@ class DataError(ValueError):
     """A site's data cannot be used; the message names the site, the file and what is wrong."""
 
 
+def checked_split(cfg: ExperimentConfig, site: str, split: str, scan_kspace: bool | None = None) -> SiteSplit:
+    """A site's split through the one opener, with errors naming the site and split."""
+    try:
+        return site_split(cfg, site, split, scan_kspace=scan_kspace)
+    except DataFileError as err:
+        raise DataError(f"site {site} ({split} split): {err}") from err
+
+
 def check_real_data(cfg: ExperimentConfig) -> dict[str, dict[str, int]]:
-    """Validate every site's folders (structure, headers, targets) and the volume ranges it uses."""
-    counts = {}
-    for name, site in cfg.sites.items():
-        counts[name] = {}
-        for split, folder in site_folders(cfg, name).items():
-            try:
-                volumes = validated_volumes(folder, scan_kspace=False)
-            except DataFileError as err:
-                raise DataError(f"site {name} ({split} split): {err}") from err
-            first, wanted = site.volume_range(split)
-            if first >= len(volumes):
-                raise DataError(f"site {name} ({split} split): {folder} holds {len(volumes)} volumes, but the site "
-                                f"starts at volume {first}: expected fewer skipped volumes or more data")
-            counts[name][split] = min(len(volumes) - first, wanted or len(volumes))
+    """Validate every site's folders (structure, headers, targets; every k-space value with
+    ``data.scan_values``), the volume ranges, and that no two sites train on the same file."""
+    counts: dict[str, dict[str, int]] = {}
+    owners: dict[Path, str] = {}
+    for name in cfg.sites:
+        splits = {split: checked_split(cfg, name, split) for split in SPLITS}
+        counts[name] = {split: len(chosen.volumes) for split, chosen in splits.items()}
+        for info in splits["train"].volumes:
+            path = info.path.resolve()
+            if path in owners:
+                raise DataError(f"sites {owners[path]} and {name} both train on {path}: expected disjoint "
+                                f"training volumes (check volumes_from / train_volumes); a file two sites "
+                                f"share stays in the oracle and the retain data when one of them is removed")
+            owners[path] = name
     return counts
 
 
 def check_synthetic_data(cfg: ExperimentConfig) -> None:
     """Every synthetic site folder holds only valid volumes (a stray file would crash fastMRI's reader)."""
     for name in cfg.sites:
-        for split, folder in site_folders(cfg, name).items():
-            try:
-                validated_volumes(folder, scan_kspace=True)
-            except DataFileError as err:
-                raise DataError(f"site {name} ({split} split): {err}") from err
+        for split in SPLITS:
+            checked_split(cfg, name, split, scan_kspace=True)
 
 
 def poisoned_real_copy(cfg: ExperimentConfig, log: Callable[[str], None]) -> list[str]:
@@ -59,14 +63,13 @@ def poisoned_real_copy(cfg: ExperimentConfig, log: Callable[[str], None]) -> lis
     """
     if not cfg.cache_dir:
         raise ConfigError("poison on real data writes a poisoned copy under cache_dir: set cache_dir=/some/folder")
-    name, site = cfg.poison.site, cfg.sites[cfg.poison.site]
+    name = cfg.poison.site
     spec = poison_spec(cfg)
     copy = Path(cfg.cache_dir) / "poisoned" / f"{name}-{spec.fingerprint()}-{fingerprint(to_plain(cfg)['sites'][name])}"
-    for split, folder in site_folders(cfg, name).items():
-        chosen = chosen_volumes(validated_volumes(folder, scan_kspace=False), *site.volume_range(split))
+    for split in SPLITS:
         target = copy / split
         target.mkdir(parents=True, exist_ok=True)
-        for info in chosen:
+        for info in checked_split(cfg, name, split).volumes:
             link = target / info.path.name
             if not link.exists() and not link.is_symlink():
                 link.symlink_to(info.path.resolve())

@@ -1,8 +1,15 @@
-"""Synthetic sites for an experiment: phantom volumes in fastMRI format, written once and cached."""
+"""Synthetic sites for an experiment: phantom volumes in fastMRI format, written once per specification.
+
+Each site folder is named by its specification's fingerprint (``<site>-<fingerprint>``), so
+experiments that give a site another size, coil count or volume count never rewrite each
+other's files, and two runs of different experiments can share ``data.root`` at once.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import fcntl
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from fedforget.configs.compose import ConfigError
@@ -33,23 +40,42 @@ def poison_spec(cfg: ExperimentConfig) -> PoisonSpec:
 
 
 def synthetic_site_dir(cfg: ExperimentConfig, name: str) -> Path:
-    """A synthetic site's folder; a poisoned site gets its own, so clean data is never corrupted in place."""
-    root = Path(cfg.data.root)
+    """A synthetic site's folder, keyed by its specification; a poisoned site gets its own, so clean
+    data is never corrupted in place."""
+    folder = Path(cfg.data.root) / f"{name}-{site_spec(cfg, name).fingerprint()}"
     if cfg.is_poisoned(name):
-        return root / f"{name}.poisoned-{cfg.poison.kind}-{poison_spec(cfg).fingerprint()}"
-    return root / name
+        return folder.with_name(f"{folder.name}.poisoned-{cfg.poison.kind}-{poison_spec(cfg).fingerprint()}")
+    return folder
+
+
+@contextlib.contextmanager
+def _writer_lock(folder: Path) -> Iterator[None]:
+    """One writer per site folder at a time (an exclusive ``flock`` beside it); others wait, then find it done."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with open(folder.parent / f".{folder.name}.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def prepare_synthetic_data(cfg: ExperimentConfig, log: Callable[[str], None] = lambda _: None) -> list[Path]:
-    """Write every site's phantom volumes under ``data.root/<site>`` unless an identical set is there,
-    then corrupt the poisoned site's training targets (idempotent: done once per spec)."""
+    """Write every site's phantom volumes under ``data.root/<site>-<fingerprint>`` unless they are there,
+    then corrupt the poisoned site's training targets (idempotent: done once per spec).
+
+    A site is built in a temporary folder and renamed into place (``recon.synth``); concurrent
+    writers of the same specification take turns, so the second finds the site written.
+    """
     if cfg.data.kind != "synthetic":
         raise ValueError(f"data.kind={cfg.data.kind!r}: synthetic data is only written for kind 'synthetic'")
     folders = []
     for name in cfg.site_names:
         folder = synthetic_site_dir(cfg, name)
         spec = site_spec(cfg, name)
-        if ensure_synthetic_site(folder, spec):
+        with _writer_lock(folder):
+            written = ensure_synthetic_site(folder, spec)
+        if written:
             log(f"fedforget: wrote synthetic {spec.anatomy} site {name} to {folder}")
         if cfg.is_poisoned(name):
             manifest = poison_site(folder, poison_spec(cfg))

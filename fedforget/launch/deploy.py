@@ -15,6 +15,9 @@ they share with the tests:
 - ``python -m fedforget.launch.deploy supernode --poll-seconds S -- ARGS`` is
   ``flower-supernode ARGS`` polling the SuperLink every S seconds instead of
   Flower 1.42's fixed 3 s (not configurable there).
+- ``python -m fedforget.launch.deploy supervise -- COMMAND`` runs a Flower process
+  so that a SIGTERM / SIGINT to *this* PID stops it and everything it started
+  (Flower's SuperNode leaves its ``flower-superexec`` running when signalled alone).
 
 Run ``python -m fedforget.launch.deploy --help`` for the command line the scripts use.
 """
@@ -36,17 +39,20 @@ from pathlib import Path
 from typing import IO
 
 from fedforget.launch.flower import (
+    descendants,
     flower_bin,
     flower_env,
     flwr_run,
     run_status,
     stage_app,
+    stop_pids,
     stop_process,
     wait_for_port,
     write_connection,
     write_run_config,
 )
 from fedforget.launch.outcome import RunOutcome, read_outcome
+from fedforget.launch.signals import Interrupted, stop_on_signals
 from fedforget.launch.watch import watched_run
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
@@ -324,6 +330,29 @@ def run_supernode(poll_seconds: float, arguments: Sequence[str]) -> None:
     flower_supernode()
 
 
+def supervise(command: Sequence[str], grace: float = 10.0) -> int:
+    """Run ``command`` and, on SIGTERM / SIGINT, stop it and every process it started, by PID.
+
+    ``deploy/start-*.sh`` exec this, so whoever stops the script's PID (systemd, Slurm, a
+    person) stops the whole Flower process tree: the SuperNode's ``flower-superexec`` and the
+    SuperLink's (which Flower starts in a session of its own), and their ClientApps / ServerApps.
+
+    Returns:
+        The command's exit code, or 128 + the signal number when it was stopped.
+    """
+    process: subprocess.Popen | None = None
+    with stop_on_signals():
+        try:
+            process = subprocess.Popen(list(command), start_new_session=True)
+            return process.wait()
+        except Interrupted as stop:
+            if process is not None:
+                tree = descendants(process.pid)  # before the parent goes: orphans leave its tree
+                stop_process(process, grace)
+                stop_pids(tree, grace)
+            return stop.exit_code
+
+
 # --- command line (used by deploy/*.sh) ---------------------------------------------------------------------
 
 def _cmd_submit(args: argparse.Namespace) -> int:
@@ -371,6 +400,15 @@ def _cmd_supernode(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_supervise(args: argparse.Namespace) -> int:
+    arguments = list(args.arguments)
+    if arguments[:1] == ["--"]:
+        arguments = arguments[1:]
+    if not arguments:
+        raise DeployError("supervise needs a command after --")
+    return supervise(arguments)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m fedforget.launch.deploy",
                                      description="fedforget across machines (used by the deploy/ scripts)")
@@ -395,6 +433,9 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument("--poll-seconds", type=float, required=True)
     sub.add_argument("arguments", nargs=argparse.REMAINDER, help="-- then flower-supernode's arguments")
     sub.set_defaults(func=_cmd_supernode)
+    sub = commands.add_parser("supervise", help="run a Flower process; a signal to this PID stops its whole tree")
+    sub.add_argument("arguments", nargs=argparse.REMAINDER, help="-- then the command")
+    sub.set_defaults(func=_cmd_supervise)
     return parser
 
 

@@ -122,7 +122,31 @@ def processes_of(flwr_home: Path) -> list[int]:
 
 def stop_leftovers(flwr_home: Path, grace: float = 5.0) -> list[int]:
     """Stop, by PID, every process still running with this Flower home (Ray workers of a killed run)."""
-    pids = processes_of(flwr_home)
+    return stop_pids(processes_of(flwr_home), grace)
+
+
+def descendants(pid: int) -> list[int]:
+    """PIDs of every live process below ``pid`` in the process tree (children, their children, ...)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(parent, []).append(int(entry.name))
+    found, todo = [], list(children.get(pid, []))
+    while todo:
+        child = todo.pop()
+        found.append(child)
+        todo.extend(children.get(child, []))
+    return found
+
+
+def stop_pids(pids: Sequence[int], grace: float = 5.0) -> list[int]:
+    """SIGTERM the given processes, SIGKILL those still alive after ``grace`` s; returns any that survived."""
+    pids = list(pids)
     for sig in (signal.SIGTERM, signal.SIGKILL):
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
@@ -223,17 +247,21 @@ def flwr_run(app_dir: Path, connection: str, run_config: Path, flwr_home: Path, 
     command = [flower_bin("flwr"), "run", str(app_dir), connection, "--stream", "--run-config", str(run_config)]
     if federation_config:
         command += ["--federation-config", federation_config]
+    # Its own session: a signal to fedforget reaches it through stop_process, never half-way through a line.
     process = subprocess.Popen(command, env=flower_env(flwr_home), stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True, bufsize=1)
+                               stderr=subprocess.STDOUT, text=True, bufsize=1, start_new_session=True)
     run_id = None
     assert process.stdout is not None
-    for line in process.stdout:
-        if run_id is None and "Successfully started run" in line:
-            run_id = line.rsplit(" ", 1)[-1].strip()
-        for sink in stream_to:
-            sink.write(line)
-            sink.flush()
-    return process.wait(), run_id
+    try:
+        for line in process.stdout:
+            if run_id is None and "Successfully started run" in line:
+                run_id = line.rsplit(" ", 1)[-1].strip()
+            for sink in stream_to:
+                sink.write(line)
+                sink.flush()
+        return process.wait(), run_id
+    finally:
+        stop_process(process)  # a no-op after a normal exit; stops it when the caller is interrupted
 
 
 def run_status(connection: str, flwr_home: Path, run_id: str | None) -> dict[str, str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import json
+import sys
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,9 +18,13 @@ from fedforget.configs.compose import ConfigError, declared_sweep, load_experime
 from fedforget.configs.schema import ExperimentConfig, path_keys
 from fedforget.data.preparation import DataError, prepare_data
 from fedforget.launch.flower import flwr_run, run_status, simulation_superlink, stage_app, write_run_config
+from fedforget.launch.outcome import describe_missing, read_outcome
+from fedforget.launch.run_lock import RunFolderBusy, RunLock
+from fedforget.launch.signals import Interrupted
 from fedforget.launch.watch import watched_run
 from fedforget.learning.checkpoints import load_checkpoint
 from fedforget.recon.hdf5io import DataFileError
+from fedforget.server.run_folder import INTERRUPTED, mark_interrupted
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 DEFAULT_EXPERIMENT = "demo"
@@ -29,6 +34,21 @@ PATH_KEYS = frozenset(path_keys())
 
 class RunFailed(RuntimeError):
     """A run that did not complete; the message says why."""
+
+
+class DataFailed(RunFailed):
+    """A site's data is not usable (found before the run, or by a site during it); the message names the file."""
+
+
+class MethodsMissing(RunFailed):
+    """The run finished, but requested methods are not in results.json (each stopped by a site fault).
+
+    ``folders`` are the finished run folders (their tables are still worth printing).
+    """
+
+    def __init__(self, message: str, folders: list[Path]) -> None:
+        super().__init__(message)
+        self.folders = folders
 
 
 def project_dir() -> Path:
@@ -132,7 +152,7 @@ def _is_resumable(folder: Path, plain_config: dict[str, Any]) -> bool:
         return False
     try:
         return yaml.safe_load(config.read_text()) == plain_config and \
-            json.loads(status.read_text()).get("status") in ("running", "failed")
+            json.loads(status.read_text()).get("status") in ("running", "failed", INTERRUPTED)
     except (ValueError, OSError, yaml.YAMLError):
         return False
 
@@ -154,7 +174,7 @@ def prepare(request: RunRequest) -> tuple[ExperimentConfig, list[str], Path]:
         check_checkpoint(cfg)
         extra = prepare_data(cfg, log=print)
     except (DataError, DataFileError) as err:
-        raise RunFailed(f"data not usable: {err}") from err
+        raise DataFailed(f"data not usable: {err}") from err
     if extra:
         overrides = [*overrides, *extra]
         cfg = load_experiment(request.experiment, overrides)
@@ -174,35 +194,66 @@ def federation_config(cfg: ExperimentConfig, given: str | None) -> str:
 
 
 def execute(request: RunRequest) -> Path:
-    """Run one experiment through a real Flower simulation; raise RunFailed unless it completed."""
+    """Run one experiment through a real Flower simulation; raise RunFailed unless it completed.
+
+    The run folder is locked for the duration (a second writer is refused with this process's
+    PID). A SIGINT / SIGTERM (:class:`Interrupted`, see ``launch.signals``) stops the Flower
+    run and every process it started, and marks the folder ``interrupted`` (resumable).
+    """
     cfg, overrides, output = prepare(request)
-    output.mkdir(parents=True, exist_ok=True)
+    try:
+        with RunLock(output) as lock:
+            try:
+                code, flower = _simulate(request, cfg, overrides, output, lock)
+            except Interrupted as stop:
+                mark_interrupted(output, f"{stop}: rerun the same command to resume")
+                print(f"fedforget: {stop}; stopped the Flower run and its processes; run folder {output} is "
+                      f"marked interrupted (rerun the same command to resume)", file=sys.stderr, flush=True)
+                raise
+    except RunFolderBusy as err:
+        raise RunFailed(str(err)) from err
+    check_outcome(output, code, flower)
+    return output
+
+
+def _simulate(request: RunRequest, cfg: ExperimentConfig, overrides: list[str], output: Path,
+              lock: RunLock) -> tuple[int, dict[str, str]]:
+    """The Flower side of a run: a private SuperLink, ``flwr run``, Flower's record of the outcome."""
     print(f"fedforget: experiment {cfg.name!r}, {len(cfg.sites)} sites, run folder {output}", flush=True)
     run_config = write_run_config(output / "run-config.toml", request.experiment, overrides, output)
     with tempfile.TemporaryDirectory(prefix="fedforget-flwr-") as home, \
             open(output / "flwr.log", "a") as log, \
             simulation_superlink(Path(home), output / "superlink.log", CONNECTION):
+        lock.note(flwr_home=home)  # every process of the run carries FLWR_HOME=<home> in its environment
         app = stage_app(project_dir(), Path(home))  # flwr run would walk the whole checkout, .venv included
         with watched_run(output, request.verbose) as console:
             code, run_id = flwr_run(app, CONNECTION, run_config, Path(home), [log, console],
                                     federation_config(cfg, request.federation_config))
             console.explain_early_exit(code, run_id)
         flower = run_status(CONNECTION, Path(home), run_id)
-    check_outcome(output, code, flower)
-    return output
+    return code, flower
 
 
 def check_outcome(output: Path, code: int, flower: dict[str, str]) -> None:
-    """A run succeeded only if Flower says completed *and* the run folder says completed."""
-    status_path = output / "status.json"
-    status = json.loads(status_path.read_text()) if status_path.is_file() else {}
-    reason = status.get("reason") or flower.get("status-details") or f"flwr run exited with code {code}"
-    if code != 0 and not status:
+    """A run succeeded only if Flower says completed *and* the run folder says completed *and*
+    every requested method is in results.json.
+
+    Raises:
+        DataFailed: a site found its data unusable (the reason names the file, slice and problem).
+        MethodsMissing: the run finished without some requested methods (stopped by site faults).
+        RunFailed: anything else that kept the run from completing.
+    """
+    if code != 0 and not (output / "status.json").is_file():
         raise RunFailed(f"flwr run exited with code {code} before the run started (see {output / 'flwr.log'})")
-    if flower.get("status") != "finished:completed":
-        raise RunFailed(f"Flower reports the run as {flower.get('status')!r}: {reason}")
-    if status.get("status") != "completed" or not (output / "results.json").is_file():
-        raise RunFailed(f"the run folder {output} is not complete (status {status.get('status')!r}): {reason}")
+    outcome = read_outcome(output, code, flower.get("run-id"), flower)
+    failure = DataFailed if outcome.error_kind == "data" else RunFailed
+    if outcome.flower_status != "finished:completed":
+        raise failure(f"Flower reports the run as {outcome.flower_status!r}: {outcome.reason}")
+    if not outcome.finished:
+        raise failure(f"the run folder {output} is not complete (status {outcome.folder_status!r}): "
+                      f"{outcome.reason}")
+    if outcome.missing_methods:
+        raise MethodsMissing(f"the run folder {output} lacks {describe_missing(outcome.missing_methods)}", [output])
 
 
 def run_all(request: RunRequest, multirun: bool) -> list[Path]:
@@ -219,15 +270,22 @@ def run_all(request: RunRequest, multirun: bool) -> list[Path]:
     jobs = expand_sweeps([*declared, *request.overrides])
     base = request.output_dir or (project_dir() / "outputs" /
                                   f"{request.experiment}-multirun-{dt.datetime.now():%Y%m%d-%H%M%S}")
-    folders = []
+    folders, incomplete = [], []
     for number, job in enumerate(jobs):
         print(f"fedforget: multirun job {number}: {' '.join(job)}", flush=True)
-        folders.append(execute(RunRequest(request.experiment, job, Path(base) / str(number),
-                                          request.federation_config, request.fresh, verbose=request.verbose)))
+        try:
+            folders.append(execute(RunRequest(request.experiment, job, Path(base) / str(number),
+                                              request.federation_config, request.fresh, verbose=request.verbose)))
+        except MethodsMissing as err:  # the sweep goes on; the command still exits non-zero at the end
+            folders.extend(err.folders)
+            incomplete.append(f"job {number}: {err}")
     Path(base).mkdir(parents=True, exist_ok=True)
     (Path(base) / "multirun.json").write_text(json.dumps(
         [{"job": i, "overrides": job, "run": str(f)} for i, (job, f) in enumerate(zip(jobs, folders))], indent=2))
+    if incomplete:
+        raise MethodsMissing("; ".join(incomplete), folders)
     return folders
 
 
-__all__ = ["ConfigError", "RunFailed", "RunRequest", "run_all", "split_experiment"]
+__all__ = ["ConfigError", "DataFailed", "MethodsMissing", "RunFailed", "RunRequest", "run_all",
+           "split_experiment"]

@@ -72,8 +72,16 @@ class DataFileError(ValueError):
     """A data file or folder that fastMRI's loaders cannot use.
 
     The message always names the file or folder, says what is wrong and
-    what was expected.
+    what was expected; ``path``, ``problem`` and ``slice_index`` (when one
+    slice is at fault) carry the same facts for status records.
     """
+
+    def __init__(self, message: str, path: Path | None = None, problem: str = "",
+                 slice_index: int | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+        self.problem = problem
+        self.slice_index = slice_index
 
 
 @dataclass(frozen=True)
@@ -198,8 +206,8 @@ def write_multicoil_volume(
     return path
 
 
-def _fail(path: Path, problem: str, expected: str) -> DataFileError:
-    return DataFileError(f"{path}: {problem}; expected {expected}")
+def _fail(path: Path, problem: str, expected: str, slice_index: int | None = None) -> DataFileError:
+    return DataFileError(f"{path}: {problem}; expected {expected}", path, problem, slice_index)
 
 
 def _header_query(root: etree.Element, names: Sequence[str]) -> etree.Element | None:
@@ -251,9 +259,10 @@ def _read_header(path: Path, dataset: Any) -> dict[str, int]:
     return values
 
 
-def _all_finite(dataset: Any) -> bool:
+def _check_all_finite(path: Path, dataset: Any) -> None:
     # One slice at a time: a real fastMRI knee volume is ~1 GB of k-space.
-    return all(np.isfinite(dataset[i]).all() for i in range(dataset.shape[0]))
+    for i in range(dataset.shape[0]):
+        check_slice_values(path, i, dataset[i])
 
 
 def validate_volume(path: Path, scan_kspace: bool = True) -> VolumeInfo:
@@ -285,8 +294,8 @@ def validate_volume(path: Path, scan_kspace: bool = True) -> VolumeInfo:
         kspace, recon = hf["kspace"], hf["reconstruction_rss"]
         num_slices, num_coils, rows, cols = _check_shapes(path, kspace, recon)
         _check_header_sizes(path, _read_header(path, hf["ismrmrd_header"]), (rows, cols), recon.shape[1:])
-        if scan_kspace and not _all_finite(kspace):
-            raise _fail(path, "dataset 'kspace' contains NaN or inf", "finite k-space values")
+        if scan_kspace:
+            _check_all_finite(path, kspace)
         recon_volume = recon[()]
         if not np.isfinite(recon_volume).all():
             raise _fail(path, "dataset 'reconstruction_rss' contains NaN or inf", "finite reconstruction values")
@@ -378,7 +387,8 @@ def _check_max(path: Path, raw_max: Any, volume_max: float) -> float:
 def check_slice_values(path: Path, slice_index: int, kspace: np.ndarray) -> None:
     """Raise DataFileError if one slice's k-space holds NaN or inf (the lazy form of the scan)."""
     if not np.isfinite(kspace).all():
-        raise _fail(Path(path), f"dataset 'kspace' slice {slice_index} contains NaN or inf", "finite k-space values")
+        raise _fail(Path(path), f"dataset 'kspace' contains NaN or inf in slice {slice_index}",
+                    "finite k-space values", slice_index)
 
 
 def folder_entries(folder: Path) -> list[Path]:

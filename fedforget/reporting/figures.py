@@ -417,7 +417,7 @@ def sweep_curve(
             grid = np.linspace(seconds.min(), seconds.max(), 100)
             right.plot(grid, np.polyval(coefficients, grid), color=colour, linewidth=1.6)
 
-    for name, style in (("original", ":"), ("oracle", "--")):
+    for name, style in (("zero_filled", "-."), ("original", ":"), ("oracle", "--")):
         if reference and reference.get(name) is not None:
             for ax in (left, right):
                 ax.axhline(float(reference[name]), color="black", linestyle=style,

@@ -110,7 +110,7 @@ def sweep_points(jobs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict
         results = job["results"]
         seed = next((int(o.split("=", 1)[1]) for o in job["overrides"] if o.startswith("seed=")), 0)
         for model, summary in results["summary"].items():
-            if model in ("original", "oracle"):
+            if model in ("zero_filled", "original", "oracle"):
                 references[model].append(summary["BTA"]["psnr"])
                 continue
             points.append({"method": model, "retain_fraction": results["models"][model]["retain_fraction"],

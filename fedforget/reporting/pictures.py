@@ -1,8 +1,10 @@
 """The run's pictures: one reconstruction grid per site, the method chart, TensorBoard images.
 
-Reconstruction grids need the sites' test data at the server: in simulation the
-server reads the same folders the sites use; in a deployment it usually cannot
-(data never leaves a hospital), and the grids are skipped with a note.
+Reconstruction grids need a slice of each site's test data at the server. The server
+reads it only where that moves no hospital's data: in a simulation on synthetic data,
+or when ``report.server_reads_site_data=true`` says the coordinator may read the sites'
+test files. Otherwise (every deployment, a simulation of real data) the grids are
+skipped with a note in the report.
 """
 
 from __future__ import annotations
@@ -18,11 +20,11 @@ from scipy.ndimage import uniform_filter
 from torch import nn
 
 from fedforget.configs.schema import ExperimentConfig
-from fedforget.data.datasets import collate, open_split
-from fedforget.data.sites import site_folders
+from fedforget.data.datasets import collate
+from fedforget.data.sites import open_site_split
 from fedforget.learning.checkpoints import State
 from fedforget.learning.training import model_from_config, reconstruct
-from fedforget.recon.masks import make_mask_func
+from fedforget.recon.hdf5io import DataFileError
 from fedforget.recon.poison import poison_pattern
 from fedforget.reporting.figures import method_comparison_chart, reconstruction_grid
 from fedforget.reporting.tensorboard import Boards
@@ -36,8 +38,7 @@ def zero_filled(masked_kspace: torch.Tensor, shape: tuple[int, int]) -> np.ndarr
 
 def display_slice(cfg: ExperimentConfig, site: str) -> Any:
     """The middle slice of the site's first test volume, as a VarNet sample."""
-    mask = make_mask_func(cfg.data.mask_type, cfg.data.acceleration, cfg.data.center_fraction)
-    dataset = open_split(site_folders(cfg, site)["test"], mask, cache=False, scan_kspace=cfg.data.kind != "fastmri")
+    dataset = open_site_split(cfg, site, "test")
     first = dataset.volume_of(0)
     indices = [i for i in range(len(dataset)) if dataset.volume_of(i) == first]
     return dataset[indices[len(indices) // 2]]
@@ -79,16 +80,26 @@ def site_reconstructions(cfg: ExperimentConfig, site: str, states: Mapping[str, 
             "zero-filled": zero_filled(batch.masked_kspace[0], images_target.shape), **images}
 
 
+def server_may_read_site_data(cfg: ExperimentConfig, results: Mapping[str, Any]) -> bool:
+    """Whether the server may read the sites' test files for pictures (see the module docstring)."""
+    simulated = results.get("mode") == "simulation"
+    return (simulated and cfg.data.kind == "synthetic") or cfg.report.server_reads_site_data
+
+
 def render_figures(cfg: ExperimentConfig, figures: Path, results: Mapping[str, Any], states: Mapping[str, State],
                    boards: Boards | None = None) -> list[str]:
     """Write figures/methods.png and figures/recon_<site>.png; returns notes for the report."""
     notes = []
     method_comparison_chart(figures / "methods.png", dict(results["summary"]))
+    if not server_may_read_site_data(cfg, results):
+        return [f"no reconstruction grids: the server reads no site's data in a {results.get('mode', 'deployment')} "
+                f"on {cfg.data.kind} data (set report.server_reads_site_data=true where the coordinator may "
+                f"read the sites' test files)"]
     model = model_from_config(cfg.model)
     for site, info in results["sites"].items():
         try:
             images = site_reconstructions(cfg, site, states, model)
-        except (OSError, ValueError) as err:
+        except (OSError, DataFileError) as err:
             notes.append(f"no reconstruction grid for {site}: its test data is not readable from the server ({err})")
             continue
         truth, zero = images.pop("ground truth"), images.pop("zero-filled")

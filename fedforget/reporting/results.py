@@ -117,8 +117,14 @@ def build_results(cfg: ExperimentConfig, infos: Mapping[str, SiteInfo], models: 
 
 
 def build_audit(cfg: ExperimentConfig, models: Mapping[str, ModelRecord], started: str, finished: str,
-                events: list[dict[str, Any]]) -> dict[str, Any]:
-    """The removal record: what was removed, how, and the model fingerprints before and after."""
+                events: list[dict[str, Any]], data: Mapping[str, Any] | None = None,
+                cache_keys: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The removal record: what was removed, how, the model fingerprints before and after, and the data used.
+
+    ``data`` is ``{"sites": {site: {train, test, poison_manifest_sha256}}, "server_retain": {site: ...} | None}``,
+    each split as ``{folder, volumes_from, volumes, files: [{name, bytes, sha256}]}``; ``cache_keys`` are the
+    model cache's keys of the original and the oracle (configuration + training data).
+    """
     original = models["original"]
     return {
         "forget_site": cfg.unlearning.forget_site,
@@ -135,4 +141,6 @@ def build_audit(cfg: ExperimentConfig, models: Mapping[str, ModelRecord], starte
         "finished": finished,
         "seconds": {name: record.wall_seconds for name, record in models.items()},
         "events": events,
+        "data": dict(data or {}),
+        "model_cache_keys": dict(cache_keys or {}),
     }

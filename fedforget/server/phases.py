@@ -1,14 +1,17 @@
 """The run's phases: original -> oracle -> one removal per method -> evaluation of every model.
 
 Original and oracle are cached by a fingerprint of everything that shapes them
-(data, sites, model, federation schedule, seed; the oracle also by the forget
-site), so sweeps over methods or retain fractions reuse them.
+(data config, sites, model, federation schedule, seed; the oracle also by the forget
+site) *and* of the data each was trained on, as the sites report it (every training
+file's name, size and SHA-256, and the poison manifest), so sweeps over methods or
+retain fractions reuse them, and a changed, added or corrupted file retrains them.
 """
 
 from __future__ import annotations
 
 import math
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,6 +70,7 @@ class Session:
     cache_dir: Path | None
     scores: dict[str, SiteScores] = field(default_factory=dict)
     reference: State | None = None  # the oracle: the membership audit's reference model
+    cache_keys: dict[str, str] = field(default_factory=dict)
 
     @property
     def forget_site(self) -> str:
@@ -127,12 +131,21 @@ def _board_values(site_scores: dict[str, Any]) -> dict[str, float]:
     return values
 
 
-def training_fingerprint(cfg: ExperimentConfig, sites: list[str]) -> str:
+def training_data(infos: Mapping[str, SiteInfo], sites: list[str]) -> dict[str, Any]:
+    """What each site trains on, as it reported it: its training files (name, bytes, SHA-256), its poison manifest."""
+    return {site: {"train": [[f["name"], f["bytes"], f["sha256"]] for f in infos[site].data["train"]["files"]],
+                   "poison_manifest_sha256": infos[site].data.get("poison_manifest_sha256", "")}
+            for site in sites}
+
+
+def training_fingerprint(cfg: ExperimentConfig, sites: list[str], data: Mapping[str, Any]) -> str:
+    """The model cache's key: the configuration that shapes a trained model and the data it was trained on."""
     plain = to_plain(cfg)
     schedule = {k: plain["federation"][k] for k in ("rounds", "local_steps", "batch_size", "lr", "lr_schedule",
                                                    "lr_final_fraction", "l1_weight", "grad_clip", "bf16")}
     return fingerprint({"data": plain["data"], "sites": plain["sites"], "model": plain["model"],
-                        "schedule": schedule, "seed": cfg.seed, "trained_on": sites, "poison": plain["poison"]})
+                        "schedule": schedule, "seed": cfg.seed, "trained_on": sites, "poison": plain["poison"],
+                        "training_data": {site: data[site] for site in sites}})
 
 
 def _phase_sites(session: Session, name: str) -> list[str]:
@@ -151,7 +164,8 @@ def _wholly_poisoned(session: Session, site: str) -> bool:
 def obtain_trained(session: Session, name: str) -> TrainedModel:
     """The original or the oracle: from ``from_checkpoint``, the cache, or federated training."""
     sites = _phase_sites(session, name)
-    key = training_fingerprint(session.cfg, sites)
+    key = training_fingerprint(session.cfg, sites, training_data(session.sites, sites))
+    session.cache_keys[name] = key
     target = session.run.checkpoints / f"{name}.pt"
     source = _existing_checkpoint(session, name, key)
     if source is not None:

@@ -3,21 +3,22 @@
 In a consortium this is data the retain hospitals agreed to deposit with the
 coordinator; in simulation it is read from the same folders the sites use
 (``data.root``), or from ``unlearning.server_retain_root`` laid out as
-``<root>/<site>/train``.
+``<root>/<site>/train``. Either way each retain site's split is opened through
+``data.sites.open_site_split``, so a site's volume range is honoured and a shared
+folder contributes each retain site's own volumes once, never the forget site's.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from fedforget.configs.schema import ExperimentConfig
 from fedforget.data.batches import BatchSource, stream_seed, subset_indices
-from fedforget.data.datasets import open_split
-from fedforget.data.sites import site_folders
+from fedforget.data.sites import open_site_split, site_split
 from fedforget.recon.losses import ReconLoss
-from fedforget.recon.masks import make_mask_func
 from fedforget.unlearning.base import RETAIN, LocalWorker, Method, TermContext, frozen_copy
 
 
@@ -35,17 +36,24 @@ class PooledSlices:
         return dataset[i]
 
 
+def _deposit(cfg: ExperimentConfig, site: str) -> Path | None:
+    root = cfg.unlearning.server_retain_root
+    return Path(root) / site / "train" if root else None
+
+
 def server_retain_source(cfg: ExperimentConfig) -> BatchSource:
     """The retain fraction of every retain site's training slices, pooled at the server."""
-    mask = make_mask_func(cfg.data.mask_type, cfg.data.acceleration, cfg.data.center_fraction)
-    root = Path(cfg.unlearning.server_retain_root) if cfg.unlearning.server_retain_root else None
     parts = []
     for site in cfg.retain_sites:
-        folder = (root / site / "train") if root is not None else site_folders(cfg, site)["train"]
-        dataset = open_split(folder, mask, cfg.data.cache_slices)
+        dataset = open_site_split(cfg, site, "train", _deposit(cfg, site))
         parts.append((dataset, subset_indices(len(dataset), cfg.unlearning.retain_fraction,
                                               stream_seed(cfg.seed, site, RETAIN))))
     return BatchSource(PooledSlices(parts), cfg.unlearning.batch_size, stream_seed(cfg.seed, "server", RETAIN))
+
+
+def server_retain_files(cfg: ExperimentConfig) -> dict[str, Any]:
+    """Per retain site, the files the server's pool reads (name, bytes, SHA-256) and the volume range."""
+    return {site: site_split(cfg, site, "train", _deposit(cfg, site)).describe() for site in cfg.retain_sites}
 
 
 def server_retain_worker(cfg: ExperimentConfig, source: BatchSource, original_state: dict, template) -> callable:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +15,7 @@ from fedforget.recon.atomic import atomic_write_bytes, atomic_write_json
 from fedforget.reporting.progress import PROGRESS_FILE, ProgressLog
 
 STATUS_FILE = "status.json"
+INTERRUPTED = "interrupted"
 
 
 def utc_now() -> str:
@@ -63,14 +65,14 @@ class RunFolder:
                                                     "events": self.events, **details})
 
     def fail(self, err: BaseException) -> None:
+        """Mark the run failed: the reason, the traceback, and what the error adds (a site's file and slice)."""
         reason = f"{type(err).__name__}: {err}"
-        self.set_status("failed", reason=reason, traceback="".join(traceback.format_exception(err))[-4000:])
+        self.set_status("failed", reason=reason, traceback="".join(traceback.format_exception(err))[-4000:],
+                        **dict(getattr(err, "status_details", {})))
         self.progress.run_failed(reason)
 
     def previous_events(self) -> list[dict[str, Any]]:
         """Events recorded by an earlier attempt of this run (kept across a resume)."""
-        import json
-
         path = self.root / STATUS_FILE
         if not path.is_file():
             return []
@@ -78,3 +80,15 @@ class RunFolder:
             return list(json.loads(path.read_text()).get("events", []))
         except (ValueError, OSError):
             return []
+
+
+def mark_interrupted(root: Path, reason: str) -> None:
+    """Record that the run was stopped from outside (a signal): resumable, like a failed run."""
+    path = root / STATUS_FILE
+    try:
+        status = json.loads(path.read_text()) if path.is_file() else {}
+    except (ValueError, OSError):
+        status = {}
+    if status.get("status") == "completed":
+        return
+    atomic_write_json(path, {**status, "status": INTERRUPTED, "reason": reason, "updated": utc_now()})

@@ -34,7 +34,7 @@ from fedforget.server.phases import (
     trained_record,
     zero_filled_record,
 )
-from fedforget.server.retain_pool import server_retain_source, server_retain_worker
+from fedforget.server.retain_pool import server_retain_files, server_retain_source, server_retain_worker
 from fedforget.server.run_folder import RunFolder, utc_now
 from fedforget.strategies.directory import discover_sites
 from fedforget.strategies.fedavg import TrainedModel
@@ -71,8 +71,8 @@ def _output_dir(run_config: dict[str, Any]) -> Path:
 def execute(grid: Grid, cfg: ExperimentConfig, run: RunFolder, cache_dir: Path | None) -> None:
     """All phases of one run, in order."""
     timeout = cfg.federation.timeout_s
-    sites = discover_sites(grid, cfg, timeout)
     ledger = Ledger()
+    sites = discover_sites(grid, cfg, timeout, ledger)
     boards = Boards(run.tensorboard, list(sites))
     session = Session(cfg, run, SiteLink(grid, {n: i.node_id for n, i in sites.items()}, ledger, timeout),
                       sites, boards, cache_dir)
@@ -83,7 +83,7 @@ def execute(grid: Grid, cfg: ExperimentConfig, run: RunFolder, cache_dir: Path |
         run.progress.phase_started(FINAL_EVALUATION, total=len(models) + len(cfg.unlearning.methods), unit="model")
         for name, record in models.items():
             _final(session, name, record, states[name])
-        server_retain = _server_retain(session, original.state)
+        server_retain, retain_files = _server_retain(session, original.state)
         for name in cfg.unlearning.methods:
             try:
                 record, state = run_method(session, name, original, server_retain)
@@ -94,7 +94,7 @@ def execute(grid: Grid, cfg: ExperimentConfig, run: RunFolder, cache_dir: Path |
             models[name] = _final(session, name, record, state)
             states[name] = state
         run.progress.phase_finished(FINAL_EVALUATION)
-        _write_outputs(session, models, states)
+        _write_outputs(session, models, states, retain_files)
     finally:
         boards.close()
 
@@ -116,24 +116,30 @@ def _trained_models(session: Session) -> tuple[TrainedModel, dict[str, ModelReco
     return original, models, states
 
 
-def _server_retain(session: Session, original_state: dict) -> Any:
+def _server_retain(session: Session, original_state: dict) -> tuple[Any, dict[str, Any] | None]:
+    """The server's retain pool (a worker factory) and the files it reads, when ``retain_access=server``."""
     if session.cfg.unlearning.retain_access != "server":
-        return None
+        return None, None
     source = server_retain_source(session.cfg)
-    return server_retain_worker(session.cfg, source, original_state, session.new_model())
+    worker = server_retain_worker(session.cfg, source, original_state, session.new_model())
+    return worker, server_retain_files(session.cfg)
 
 
-def _write_outputs(session: Session, models: dict[str, ModelRecord], states: dict[str, Any]) -> None:
+def _write_outputs(session: Session, models: dict[str, ModelRecord], states: dict[str, Any],
+                   retain_files: dict[str, Any] | None) -> None:
     cfg, run = session.cfg, session.run
     finished = utc_now()
+    simulated = all(info.simulated for info in session.sites.values())
     extra = {"ledger_summary": _ledger_summary(session.link.ledger), "events": run.events,
              "budget_steps": cfg.unlearning.budget_steps(cfg.federation.training_steps),
-             "training_steps": cfg.federation.training_steps}
+             "training_steps": cfg.federation.training_steps, "mode": "simulation" if simulated else "deployment"}
     results = build_results(cfg, session.sites, models, extra)
     if cfg.report.figures:
         models_only = {name: state for name, state in states.items() if state is not None}  # zero-filled has none
         results["figure_notes"] = render_figures(cfg, run.figures, results, models_only, session.boards)
-    atomic_write_json(run.root / "audit.json", build_audit(cfg, models, run.started, finished, run.events))
+    data = {"sites": {name: info.data for name, info in session.sites.items()}, "server_retain": retain_files}
+    atomic_write_json(run.root / "audit.json", build_audit(cfg, models, run.started, finished, run.events, data,
+                                                           session.cache_keys))
     atomic_write_json(run.root / "ledger.json", session.link.ledger.to_json())
     write_report(run.root, results)
     write_hparams(run.tensorboard, hparam_entries(cfg, results))

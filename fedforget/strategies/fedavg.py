@@ -43,12 +43,18 @@ class SiteFedAvg(FedAvg):
 
 @dataclass
 class RoundReport:
-    """What one round did: per-site training loss and the sites that failed it."""
+    """What one round did: per-site training loss, the sites that failed it, and its time.
+
+    ``seconds`` runs from sending the round to the end of the averaging, as the server saw it;
+    ``poll_seconds`` of it passed between the last reply's arrival and the server's poll noticing
+    it (``seconds - poll_seconds`` is the round timed from reply arrival).
+    """
 
     round: int
     losses: dict[str, float]
     failures: dict[str, str]
     seconds: float
+    poll_seconds: float = 0.0
 
 
 @dataclass
@@ -122,16 +128,27 @@ def train_federated(
         wall += report.seconds
         scores = hooks.score(report, state)
         history.append({"round": server_round, "losses": report.losses, "failures": report.failures,
-                        "seconds": report.seconds, "scores": scores})
+                        "seconds": report.seconds, "poll_seconds": report.poll_seconds, "scores": scores})
         final = server_round == fed.rounds
         if server_round % fed.checkpoint_every == 0 or final:
             # The last round's site models are kept for the pga reference; earlier ones are not needed.
             progress.save(state, round=server_round, wall_seconds=wall, history=history,
                           bytes=earlier_bytes + link.ledger.bytes_in(phase), site_updates=updates if final else {})
         hooks.completed(report, scores)
-    return TrainedModel(state=state, sites=list(sites), rounds=fed.rounds, steps=fed.training_steps,
+    return TrainedModel(state=state, sites=contributors(sites, history), rounds=fed.rounds, steps=fed.training_steps,
                         wall_seconds=wall, bytes_communicated=earlier_bytes + link.ledger.bytes_in(phase),
                         site_updates=updates, history=history)
+
+
+def contributors(sites: list[str], history: list[dict[str, Any]]) -> list[str]:
+    """The sites whose training updates were averaged in at least one round (in ``sites``' order).
+
+    Read from the rounds' answers, not from the sites asked: a site that failed every
+    round did not shape the model. The history is saved with every round, so a resumed
+    phase counts the rounds before the crash too.
+    """
+    answered = {site for entry in history for site in entry["losses"]}
+    return [site for site in sites if site in answered]
 
 
 def _one_round(link: SiteLink, strategy: SiteFedAvg, state: State, fed: FederationConfig, phase: str,
@@ -153,4 +170,5 @@ def _one_round(link: SiteLink, strategy: SiteFedAvg, state: State, fed: Federati
                for site, c in exchange.replies.items()}
     losses = {s: float(c[METRICS]["loss"]) for s, c in exchange.replies.items()}
     state = state_from_arrays(arrays)
-    return state, updates, RoundReport(server_round, losses, exchange.failures, time.perf_counter() - started)
+    return state, updates, RoundReport(server_round, losses, exchange.failures, time.perf_counter() - started,
+                                       exchange.poll_latency)

@@ -10,7 +10,14 @@ from typing import Any
 from flwr.app import Message, RecordDict
 from flwr.serverapp import Grid
 
-from fedforget.strategies.protocol import SiteError, array_shapes, content_bytes, reply_error
+from fedforget.strategies.protocol import (
+    SiteError,
+    SiteFailure,
+    array_shapes,
+    content_bytes,
+    record_forms,
+    reply_failure,
+)
 
 
 @dataclass
@@ -26,6 +33,8 @@ class LedgerEntry:
     shapes_up: list[tuple[int, ...]]
     status: str
     reason: str = ""
+    error_kind: str = ""
+    records_up: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass
@@ -47,6 +56,20 @@ class Ledger:
     def to_json(self) -> list[dict[str, Any]]:
         return [asdict(e) for e in self.entries]
 
+    def record(self, phase: str, step: int, site: str, message: Message, reply: Message | None,
+               failure: SiteFailure | None, reason: str = "") -> None:
+        """One message and its answer (``reply`` None: no usable answer; ``reason`` says why)."""
+        content = reply.content if reply is not None and not reply.has_error() else None
+        ok = content is not None and failure is None
+        self.entries.append(LedgerEntry(
+            phase=phase, step=step, site=site, message_type=message.metadata.message_type,
+            bytes_down=content_bytes(message.content), bytes_up=content_bytes(content) if ok else 0,
+            shapes_up=array_shapes(content) if ok else [], status="ok" if ok else "failed",
+            reason=failure.reason if failure is not None else reason,
+            error_kind=failure.kind if failure is not None else ("" if ok else "fault"),
+            records_up=record_forms(content) if content is not None else {},
+        ))
+
 
 @dataclass
 class Exchange:
@@ -55,6 +78,7 @@ class Exchange:
     replies: dict[str, RecordDict]
     failures: dict[str, str]
     messages: dict[str, Message]
+    poll_latency: float = 0.0
 
     def require_all(self) -> dict[str, RecordDict]:
         """The replies, or a SiteError naming the first site that failed."""
@@ -81,42 +105,49 @@ class SiteLink:
         return self.send_messages(messages, phase, step)
 
     def send_messages(self, messages: list[Message], phase: str, step: int) -> Exchange:
-        """Send prepared messages (e.g. from a Flower strategy) and sort the answers by site."""
+        """Send prepared messages (e.g. from a Flower strategy) and sort the answers by site.
+
+        Raises:
+            RunStopped: a site replied that its data is bad or that its code failed (the run must stop).
+        """
         sent = {self.sites[m.metadata.dst_node_id]: m for m in messages}
         started = time.monotonic()
         answers = send_and_receive(self.grid, messages, self.timeout) if messages else []
-        replies, failures, by_site = {}, {}, {}
+        noticed = time.time()
+        replies, failures, by_site, fatal = {}, {}, {}, []
         for answer in answers:
             site = self.sites.get(answer.metadata.src_node_id, f"node-{answer.metadata.src_node_id}")
             by_site[site] = answer
-            if (reason := answer_failure(answer)) is not None:
-                failures[site] = reason
+            failure = None if answer.has_error() else reply_failure(answer.content, site)
+            if answer.has_error():
+                failures[site] = _flower_reason(answer.error.reason)
+            elif failure is not None:
+                failures[site] = failure.reason
+                if (stop := failure.fatal()) is not None:
+                    fatal.append(stop)
             else:
                 replies[site] = answer.content
+            if site in sent:
+                self.ledger.record(phase, step, site, sent[site], answer, failure, failures.get(site, ""))
         for site in sent:
             if site not in by_site:
                 failures[site] = f"no answer within {self.timeout:.0f} s ({time.monotonic() - started:.0f} s waited)"
-        self._record(sent, replies, failures, phase, step)
-        return Exchange(replies, failures, by_site)
-
-    def _record(self, sent: Mapping[str, Message], replies: Mapping[str, RecordDict], failures: Mapping[str, str],
-                phase: str, step: int) -> None:
-        for site, message in sent.items():
-            reply = replies.get(site)
-            self.ledger.entries.append(LedgerEntry(
-                phase=phase, step=step, site=site, message_type=message.metadata.message_type,
-                bytes_down=content_bytes(message.content),
-                bytes_up=content_bytes(reply) if reply is not None else 0,
-                shapes_up=array_shapes(reply) if reply is not None else [],
-                status="ok" if site not in failures else "failed", reason=failures.get(site, ""),
-            ))
+                self.ledger.record(phase, step, site, sent[site], None, None, failures[site])
+        if fatal:
+            raise fatal[0]
+        return Exchange(replies, failures, by_site, _poll_latency(answers, noticed, time.monotonic() - started))
 
 
-def answer_failure(answer: Message) -> str | None:
-    """Why a site's answer is a failure (Flower's error, or the site's error reply); None for a normal reply."""
-    if answer.has_error():
-        return _flower_reason(answer.error.reason)
-    return reply_error(answer.content)
+def _poll_latency(answers: list[Message], noticed: float, waited: float) -> float:
+    """How long after the last reply was made the server saw it: the polling schedule, not work.
+
+    A reply's ``created_at`` is stamped by the site's clock; where that clock disagrees with the
+    server's (a deployment without synchronised clocks), no latency is claimed.
+    """
+    if not answers:
+        return 0.0
+    latency = noticed - max(answer.metadata.created_at for answer in answers)
+    return latency if 0.0 <= latency <= waited else 0.0
 
 
 def _flower_reason(reason: str) -> str:

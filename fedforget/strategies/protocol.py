@@ -1,18 +1,31 @@
 """What travels between the server and the sites: message types, record keys, error replies.
 
 Only model arrays (weights, gradients, importances) and metrics travel; k-space and
-images never leave a site. Expected failures at a site (bad data, a site that is
-not part of the experiment) come back as a normal reply carrying a ``status``
-ConfigRecord with a readable reason, instead of a Ray/gRPC traceback.
+images never leave a site. A site that cannot do what it was asked replies normally,
+with a ``status`` ConfigRecord holding the reason and the error's *kind*, so the
+server can tell what the failure means for the run:
+
+- ``fault``: the site is unavailable (a :class:`SiteError`, an injected fault, an I/O or
+  memory failure). The server records it and goes on without the site where it can.
+- ``data``: the site's data is bad (a ``DataFileError``: the file, the slice, the problem).
+  The run stops at once: training on without that site would silently change the experiment.
+- ``code``: anything else, i.e. a programming error in the code the site ran. The run stops,
+  with the site's traceback.
+
+A site that does not answer at all (crashed, timed out) is a fault too.
 """
 
 from __future__ import annotations
 
+import traceback
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+
+from fedforget.recon.hdf5io import DataFileError
 
 SITE_QUERY = "query.site"
 TRAIN = "train"
@@ -30,14 +43,53 @@ SITE = "site"
 # An evaluate message with this config key set scores zero-filled reconstructions (no model travels).
 ZERO_FILLED = "zero-filled"
 
+FAULT, DATA, CODE = "fault", "data", "code"
+_TRACEBACK_CHARS = 4000
+
 
 class SiteError(RuntimeError):
-    """A site could not do what it was asked; the message names the site and the reason."""
+    """A site could not do what it was asked (a site fault); the message names the site and the reason."""
 
     def __init__(self, site: str, reason: str) -> None:
         super().__init__(f"site {site}: {reason}")
         self.site = site
         self.reason = reason
+
+
+class RunStopped(RuntimeError):
+    """A failure at a site that must stop the run (bad data, a programming error); never a recorded fault.
+
+    ``status_details`` is what the run folder's ``status.json`` records besides the reason.
+    """
+
+    kind = CODE
+
+    def __init__(self, site: str, reason: str, details: Mapping[str, Any] | None = None) -> None:
+        super().__init__(f"site {site}: {reason}")
+        self.site = site
+        self.reason = reason
+        self.status_details: dict[str, Any] = {"error_kind": self.kind, "site": site, **(details or {})}
+
+
+class SiteDataError(RunStopped):
+    """A site's data is not usable (the file, the slice and the problem are in ``status_details``)."""
+
+    kind = DATA
+
+
+class SiteCodeError(RunStopped):
+    """A site raised an unexpected exception: a bug, reported with the site's traceback."""
+
+    kind = CODE
+
+
+def error_kind(err: BaseException) -> str:
+    """What a site's exception means for the run: ``data``, ``fault`` or ``code`` (see the module doc)."""
+    if isinstance(err, DataFileError):
+        return DATA
+    if isinstance(err, (SiteError, OSError, MemoryError, torch.cuda.OutOfMemoryError)):
+        return FAULT
+    return CODE
 
 
 def arrays_from_state(state: Mapping[str, torch.Tensor]) -> ArrayRecord:
@@ -50,16 +102,49 @@ def state_from_arrays(record: ArrayRecord) -> dict[str, torch.Tensor]:
 
 
 def error_reply(message: Message, site: str, err: BaseException) -> Message:
-    """Reply with a readable failure instead of raising (which Flower turns into a traceback)."""
-    reason = f"{type(err).__name__}: {err}"
-    return Message(RecordDict({STATUS: ConfigRecord({"error": reason, SITE: site})}), reply_to=message)
+    """Reply with a readable, classified failure instead of raising (which Flower turns into a traceback)."""
+    return Message(error_content(site, err), reply_to=message)
 
 
-def reply_error(content: RecordDict) -> str | None:
-    """The reason of an error reply, or None for a normal reply."""
-    if STATUS in content.config_records:
-        return str(content.config_records[STATUS]["error"])
-    return None
+def error_content(site: str, err: BaseException) -> RecordDict:
+    """An error reply's content: the reason, the kind (see the module doc) and what the server records."""
+    kind = error_kind(err)
+    status: dict[str, Any] = {"error": f"{type(err).__name__}: {err}", SITE: site, "kind": kind}
+    if kind == DATA:
+        status.update({"file": str(getattr(err, "path", None) or ""), "problem": str(getattr(err, "problem", "")),
+                       "slice": -1 if getattr(err, "slice_index", None) is None else int(err.slice_index)})
+    if kind == CODE:
+        status["traceback"] = "".join(traceback.format_exception(err))[-_TRACEBACK_CHARS:]
+    return RecordDict({STATUS: ConfigRecord(status)})
+
+
+@dataclass(frozen=True)
+class SiteFailure:
+    """An error reply, read back: the site, the kind, the reason and what else the site said."""
+
+    site: str
+    kind: str
+    reason: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def fatal(self) -> RunStopped | None:
+        """The exception that stops the run, or None for a site fault (recorded, the run goes on)."""
+        if self.kind == DATA:
+            return SiteDataError(self.site, self.reason, self.details)
+        if self.kind == CODE:
+            return SiteCodeError(self.site, self.reason, self.details)
+        return None
+
+
+def reply_failure(content: RecordDict, site: str) -> SiteFailure | None:
+    """The failure an error reply carries, or None for a normal reply."""
+    if STATUS not in content.config_records:
+        return None
+    status = dict(content.config_records[STATUS])
+    details = {("site_traceback" if k == "traceback" else k): v for k, v in status.items()
+               if k not in ("error", SITE, "kind")}
+    # A reply without a kind comes from an older site: treat it as a fault, as such replies always were.
+    return SiteFailure(str(status.get(SITE, site)), str(status.get("kind", FAULT)), str(status["error"]), details)
 
 
 def content_bytes(content: RecordDict) -> int:
@@ -70,6 +155,57 @@ def content_bytes(content: RecordDict) -> int:
 def array_shapes(content: RecordDict) -> list[tuple[int, ...]]:
     """Shapes of every array in a message (for the audit that no data-shaped array travels)."""
     return [tuple(array.shape) for record in content.array_records.values() for array in record.values()]
+
+
+def _value_form(value: Any) -> list[Any]:
+    """[type name, length]: a list's element type and length, a scalar's type and 1."""
+    if isinstance(value, (list, tuple)):
+        return [f"list[{type(value[0]).__name__ if value else ''}]", len(value)]
+    return [type(value).__name__, len(value) if isinstance(value, (str, bytes)) else 1]
+
+
+def record_forms(content: RecordDict) -> dict[str, dict[str, Any]]:
+    """Every record of a message without its values: kind, and per key the value's type and length.
+
+    Arrays are described by their shapes (:func:`array_shapes`); metrics and configs by their
+    keys, so an audit of the ledger can see that no per-slice list ever left a site.
+    """
+    forms: dict[str, dict[str, Any]] = {}
+    for name, record in content.array_records.items():
+        forms[name] = {"kind": "ArrayRecord", "arrays": len(record)}
+    for name, record in content.metric_records.items():
+        forms[name] = {"kind": "MetricRecord", "keys": {k: _value_form(v) for k, v in record.items()}}
+    for name, record in content.config_records.items():
+        forms[name] = {"kind": "ConfigRecord", "keys": {k: _value_form(v) for k, v in record.items()}}
+    return forms
+
+
+DATA_SPLITS = ("train", "test")
+
+
+def data_record(description: Mapping[str, Any]) -> dict[str, Any]:
+    """A site's description of its data (:func:`data_description`'s form) as flat ConfigRecord values."""
+    record: dict[str, Any] = {"poison-manifest-sha256": str(description.get("poison_manifest_sha256", ""))}
+    for split in DATA_SPLITS:
+        part = description[split]
+        record.update({f"{split}-folder": part["folder"], f"{split}-volumes-from": int(part["volumes_from"]),
+                       f"{split}-volumes": int(part["volumes"]),
+                       f"{split}-files": [f["name"] for f in part["files"]],
+                       f"{split}-bytes": [int(f["bytes"]) for f in part["files"]],
+                       f"{split}-sha256": [f["sha256"] for f in part["files"]]})
+    return record
+
+
+def data_description(record: Mapping[str, Any]) -> dict[str, Any]:
+    """The files a site uses per split (name, bytes, SHA-256), its volume ranges and its poison manifest."""
+    description: dict[str, Any] = {"poison_manifest_sha256": str(record.get("poison-manifest-sha256", ""))}
+    for split in DATA_SPLITS:
+        files = zip(record[f"{split}-files"], record[f"{split}-bytes"], record[f"{split}-sha256"])
+        description[split] = {"folder": str(record[f"{split}-folder"]),
+                              "volumes_from": int(record[f"{split}-volumes-from"]),
+                              "volumes": int(record[f"{split}-volumes"]),
+                              "files": [{"name": str(n), "bytes": int(b), "sha256": str(h)} for n, b, h in files]}
+    return description
 
 
 def config_of(content: RecordDict) -> dict[str, Any]:

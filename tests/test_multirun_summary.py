@@ -1,0 +1,55 @@
+"""``fedforget report`` on a multirun folder: intervals over seeds and the sweep, from results.json files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from fedforget.learning.intervals import mean_interval
+from fedforget.reporting.multirun import aggregate_multirun, load_jobs, sweep_points
+
+
+def _results(bta: float, fraction: float) -> dict:
+    parts = lambda psnr: {part: {"psnr": psnr, "ssim": 0.5} for part in ("BTA", "KTA", "UA")}  # noqa: E731
+    summary = {"zero_filled": {**parts(20.0), "RTE": None}, "original": {**parts(25.0), "RTE": 0.5},
+               "oracle": {**parts(26.0), "RTE": 1.0}, "ft": {**parts(bta), "RTE": 4.0}}
+    models = {"zero_filled": {"retain_fraction": None, "wall_seconds": 0.0},
+              "original": {"retain_fraction": None, "wall_seconds": 2.0},
+              "oracle": {"retain_fraction": None, "wall_seconds": 1.0},
+              "ft": {"retain_fraction": fraction, "wall_seconds": 0.25}}
+    return {"summary": summary, "models": models}
+
+
+def _multirun(folder: Path, jobs: list[tuple[list[str], dict]]) -> Path:
+    entries = []
+    for number, (overrides, results) in enumerate(jobs):
+        run = folder / str(number)
+        run.mkdir(parents=True)
+        (run / "results.json").write_text(json.dumps(results))
+        entries.append({"job": number, "overrides": overrides, "run": str(run)})
+    (folder / "multirun.json").write_text(json.dumps(entries))
+    return folder
+
+
+def test_seeds_are_summarised_with_a_t_interval_and_zero_filled_has_no_rte(tmp_path: Path) -> None:
+    bta = [24.0, 24.5, 25.5]
+    folder = _multirun(tmp_path, [([f"seed={s}"], _results(b, 0.5)) for s, b in enumerate(bta)])
+    aggregate_multirun(folder)
+    groups = json.loads((folder / "summary.json").read_text())["groups"]
+    ft = groups["(all jobs)"]["ft"]["BTA_psnr"]
+    assert ft["mean"] == pytest.approx(sum(bta) / 3) and ft["n"] == 3
+    assert ft["ci"] == pytest.approx(list(mean_interval(bta)))
+    assert groups["(all jobs)"]["zero_filled"]["RTE"]["mean"] is None
+    assert "| zero_filled |" in (folder / "summary.md").read_text()
+
+
+def test_a_retain_fraction_sweep_draws_the_references_and_only_the_methods_as_points(tmp_path: Path) -> None:
+    folder = _multirun(tmp_path, [(["unlearning.retain_fraction=0.5"], _results(24.0, 0.5)),
+                                  (["unlearning.retain_fraction=1.0"], _results(25.0, 1.0))])
+    points, references = sweep_points(load_jobs(folder))
+    assert [(p["method"], p["retain_fraction"]) for p in points] == [("ft", 0.5), ("ft", 1.0)]
+    assert references == {"zero_filled": 20.0, "original": 25.0, "oracle": 26.0}
+    aggregate_multirun(folder)
+    assert (folder / "figures" / "sweep.png").is_file()
