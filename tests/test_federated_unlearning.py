@@ -17,11 +17,20 @@ from fedforget.data.sites import open_site_split
 from fedforget.learning.checkpoints import load_checkpoint
 from fedforget.recon.losses import ReconLoss
 from fedforget.recon.models import PRESETS, build_varnet
-from fedforget.unlearning import unlearn
+from fedforget.strategies.protocol import arrays_from_state
+from fedforget.strategies.removal import message_plan
+from fedforget.unlearning import REGISTRY, get_method, unlearn
+from fedforget.unlearning.pga import reference_model
 
 pytestmark = pytest.mark.slow
 
-EQUIVALENCE_METHODS = ["ga_l1_ft", "nl_ft", "ssd", "grad_surgery"]
+EQUIVALENCE_METHODS = list(REGISTRY)
+# Every local form: parallel two-party rounds, guide + mover rounds, a ball, distillation (one-party ga / ga_l1 / nl
+# run the code paths of the ascent and penalty terms here, and are covered Flower-free in test_local_unlearning).
+LOCAL_METHODS = ["ft", "ga_l1_ft", "nl_ft", "bad_teacher", "grad_surgery", "pga"]
+STEPS, LOCAL_STEPS = 4, 2
+# Fewer evaluations than the smoke default (every step): these runs test weights and messages, not curves.
+RUN_ARGS = [f"unlearning.steps={STEPS}", f"unlearning.eval_every={STEPS}", "report.figures=false"]
 # Every record a site sends may hold only these metrics, each a single number.
 SITE_METRICS = re.compile(r"num-examples|loss|mia-auc|(train|test)-(slices|volumes|psnr|ssim|nmse|loss|artifact_score)")
 
@@ -29,35 +38,116 @@ SITE_METRICS = re.compile(r"num-examples|loss|mia-auc|(train|test)-(slices|volum
 @pytest.fixture(scope="module")
 def equivalence_run(tmp_path_factory: pytest.TempPathFactory, data_root: Path, cache_root: Path,
                     smoke_run: CompletedRun) -> CompletedRun:
-    """The smoke federation (one retain, one forget site) running every method, reusing cached models.
-
-    Curves are evaluated only at each method's last step: the tests read weights and the ledger.
-    """
+    """The smoke federation (one retain, one forget site) running every method, reusing cached models."""
     folder = tmp_path_factory.mktemp("equivalence") / "run"
+    methods = ",".join(EQUIVALENCE_METHODS)
     run = fedforget_run(["experiment=smoke", f"data.root={data_root}", f"cache_dir={cache_root}",
-                         "unlearning.methods=[all]", "unlearning.steps=3", "unlearning.eval_every=3"], folder)
+                         f"unlearning.methods=[{methods}]", *RUN_ARGS], folder)
     assert run.returncode == 0, run.output[-4000:]
     return run
+
+
+@pytest.fixture(scope="module")
+def local_round_run(tmp_path_factory: pytest.TempPathFactory, data_root: Path, cache_root: Path,
+                    smoke_run: CompletedRun) -> CompletedRun:
+    """The same federation in local rounds of 2 steps; the forget site fails nl_ft's first round once."""
+    folder = tmp_path_factory.mktemp("local-rounds") / "run"
+    methods = ",".join(LOCAL_METHODS)
+    run = fedforget_run(["experiment=smoke", f"data.root={data_root}", f"cache_dir={cache_root}",
+                         f"unlearning.methods=[{methods}]", *RUN_ARGS, f"unlearning.local_steps={LOCAL_STEPS}",
+                         "federation.fault.site=knee-0", "federation.fault.phase=unlearn/nl_ft",
+                         "federation.fault.round=1", "federation.fault.mode=error"], folder)
+    assert run.returncode == 0, run.output[-4000:]
+    return run
+
+
+def _flower_free(run: CompletedRun, data_root: Path, name: str, local_steps: int) -> dict[str, torch.Tensor]:
+    """The same removal without Flower, from the run's original model (PGA: the reference from its site updates)."""
+    torch.set_num_threads(1)  # the simulated sites compute with one thread each
+    cfg = load_experiment("smoke", [f"data.root={data_root}", f"unlearning.methods=[{name}]", *RUN_ARGS,
+                                    f"unlearning.local_steps={local_steps}"])
+    train = {site: open_site_split(cfg, site, "train") for site in cfg.sites}
+    forget = unlearning_source(cfg, "knee-0", train["knee-0"], "forget")
+    retain = unlearning_source(cfg, "brain-0", train["brain-0"], "retain")
+    original, _ = load_checkpoint(run.folder / "checkpoints" / "original.pt")
+    reference = None
+    if get_method(name, cfg.unlearning).needs_reference:
+        updates = torch.load(run.folder / "checkpoints" / "original-site-updates.pt", weights_only=False)
+        forget_state, forget_examples = updates["knee-0"]
+        reference = reference_model(original, forget_state, sum(n for _, n in updates.values()), forget_examples)
+    model = build_varnet(PRESETS["tiny"])
+    model.load_state_dict(original)
+    budget = cfg.unlearning.budget_steps(cfg.federation.training_steps)
+    unlearn(name, model, forget, retain, cfg.unlearning, budget, cfg.seed, ReconLoss(cfg.federation.l1_weight),
+            reference=reference)
+    return model.state_dict()
+
+
+def _assert_same_weights(run: CompletedRun, name: str, expected: dict[str, torch.Tensor]) -> None:
+    original, _ = load_checkpoint(run.folder / "checkpoints" / "original.pt")
+    federated, _ = load_checkpoint(run.folder / "checkpoints" / f"{name}.pt")
+    moved = max(float((federated[k] - original[k]).abs().max()) for k in original)
+    assert moved > 1e-6, "the federated method did not change the model"
+    for key, value in expected.items():
+        assert torch.allclose(value, federated[key], rtol=1e-4, atol=1e-6), key
 
 
 @pytest.mark.parametrize("name", EQUIVALENCE_METHODS)
 def test_federated_protocol_equals_the_flower_free_method(equivalence_run: CompletedRun, data_root: Path,
                                                           name: str) -> None:
-    torch.set_num_threads(1)  # the simulated sites compute with one thread each
-    cfg = load_experiment("smoke", [f"data.root={data_root}", f"unlearning.methods=[{name}]", "unlearning.steps=3"])
-    train = {site: open_site_split(cfg, site, "train") for site in cfg.sites}
-    forget = unlearning_source(cfg, "knee-0", train["knee-0"], "forget")
-    retain = unlearning_source(cfg, "brain-0", train["brain-0"], "retain")
+    _assert_same_weights(equivalence_run, name, _flower_free(equivalence_run, data_root, name, 1))
+
+
+@pytest.mark.parametrize("name", LOCAL_METHODS)
+def test_federated_local_rounds_equal_the_flower_free_local_rounds(local_round_run: CompletedRun, data_root: Path,
+                                                                   name: str) -> None:
+    _assert_same_weights(local_round_run, name, _flower_free(local_round_run, data_root, name, LOCAL_STEPS))
+    record = local_round_run.results["models"][name]
+    assert record["local_steps"] == LOCAL_STEPS and record["steps"] == STEPS
+
+
+def _messages(run: CompletedRun, name: str) -> list[dict]:
+    return [e for e in json.loads((run.folder / "ledger.json").read_text()) if e["phase"] == f"unlearn/{name}"]
+
+
+@pytest.mark.parametrize("name", LOCAL_METHODS)
+def test_local_rounds_send_a_kth_of_the_messages(equivalence_run: CompletedRun, local_round_run: CompletedRun,
+                                                 name: str) -> None:
+    per_step = [e for e in _messages(equivalence_run, name) if e["status"] == "ok"]
+    local = [e for e in _messages(local_round_run, name) if e["status"] == "ok"]
+    assert per_step and LOCAL_STEPS * len(local) == len(per_step)
+    recorded = {run.results["models"][name]["messages"] for run in (equivalence_run, local_round_run)}
+    assert recorded == {len(_messages(equivalence_run, name)), len(_messages(local_round_run, name))}
+
+
+@pytest.mark.parametrize("name", EQUIVALENCE_METHODS)
+def test_the_message_plan_matches_the_ledger(equivalence_run: CompletedRun, local_round_run: CompletedRun,
+                                             name: str) -> None:
+    """The plan behind the paper-scale projection counts exactly what the protocol sent (messages and bytes)."""
     original, _ = load_checkpoint(equivalence_run.folder / "checkpoints" / "original.pt")
-    model = build_varnet(PRESETS["tiny"])
-    model.load_state_dict(original)
-    budget = cfg.unlearning.budget_steps(cfg.federation.training_steps)
-    unlearn(name, model, forget, retain, cfg.unlearning, budget, cfg.seed, ReconLoss(cfg.federation.l1_weight))
-    federated, _ = load_checkpoint(equivalence_run.folder / "checkpoints" / f"{name}.pt")
-    moved = max(float((federated[k] - original[k]).abs().max()) for k in original)
-    assert moved > 1e-6, "the federated method did not change the model"
-    for key, value in model.state_dict().items():
-        assert torch.allclose(value, federated[key], rtol=1e-4, atol=1e-6), key
+    record_bytes = arrays_from_state(original).count_bytes()
+    method = get_method(name, load_experiment("smoke").unlearning)
+    runs = [(equivalence_run, 1)] + ([(local_round_run, LOCAL_STEPS)] if name in LOCAL_METHODS else [])
+    for run, local_steps in runs:
+        sent = [e for e in _messages(run, name) if e["status"] == "ok"]
+        plan = message_plan(method, STEPS, local_steps, retain_sites=1)
+        assert sum(e.messages for e in plan) == len(sent), local_steps
+        assert sum(e.arrays_down for e in plan) * record_bytes == sum(e["bytes_down"] for e in sent), local_steps
+        assert sum(e.arrays_up for e in plan) * record_bytes == sum(e["bytes_up"] for e in sent), local_steps
+        assert run.results["models"][name]["bytes_communicated"] == sum(e["bytes_down"] + e["bytes_up"]
+                                                                        for e in _messages(run, name))
+
+
+def test_a_site_failing_a_local_round_is_recorded_and_the_round_retried(local_round_run: CompletedRun) -> None:
+    nl_ft = _messages(local_round_run, "nl_ft")
+    failed = [e for e in nl_ft if e["status"] == "failed"]
+    assert [(e["site"], e["step"]) for e in failed] == [("knee-0", 1)]
+    assert "injected failure" in failed[0]["reason"]
+    assert [e["step"] for e in nl_ft if e["site"] == "knee-0" and e["status"] == "ok"] == [2, 3], "retried as step 2"
+    events = [e for e in local_round_run.results["events"] if e["kind"] == "unlearn_round_failed"]
+    assert [(e["method"], e["site"], e["step"], e["retried"]) for e in events] == [("nl_ft", "knee-0", 1, True)]
+    assert "nl_ft" in local_round_run.results["models"], "the retried method was kept"
+    assert not [e for e in local_round_run.results["events"] if e["kind"] == "method_stopped"]
 
 
 def _replies(run: CompletedRun) -> list[dict]:

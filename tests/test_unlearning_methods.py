@@ -7,41 +7,23 @@ import copy
 import pytest
 import torch
 
+from fedforget.clients.site import SiteRuntime, resolve_site
 from fedforget.configs import load_experiment
 from fedforget.configs.schema import ExperimentConfig
 from fedforget.data.batches import BatchSource
-from fedforget.data.sites import open_site_split
-from fedforget.data.synthetic import prepare_synthetic_data
 from fedforget.learning.evaluation import evaluate
-from fedforget.learning.training import LocalTraining, batch_loss, train_steps
-from fedforget.recon.losses import ReconLoss
+from fedforget.learning.training import batch_loss
 from fedforget.recon.models import PRESETS, build_varnet
 from fedforget.unlearning import REGISTRY, get_method, unlearn
-from fedforget.unlearning.base import FORGET, RETAIN, trainable
-from fedforget.unlearning.grad_surgery import orthogonal_to
+from fedforget.unlearning.bad_teacher import random_twin
+from fedforget.unlearning.base import FORGET, RETAIN, TermContext, trainable
+from fedforget.unlearning.ga_l1 import l1_gradient
+from fedforget.unlearning.grad_surgery import orthogonal_to, surgery
 from fedforget.unlearning.nl import noisy_targets
 from fedforget.unlearning.pga import project_to_ball, reference_model
 from fedforget.unlearning.ssd import dampen_weights
 
 BUDGET = 4
-
-
-@pytest.fixture(scope="module")
-def setting(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """Tiny smoke data, a VarNet trained on brain and knee, and forget / retain streams."""
-    torch.set_num_threads(1)
-    root = tmp_path_factory.mktemp("unlearning-data")
-    cfg = load_experiment("smoke", [f"data.root={root}"])
-    prepare_synthetic_data(cfg)
-    forget_train = open_site_split(cfg, "knee-0", "train")
-    retain_train = open_site_split(cfg, "brain-0", "train")
-    torch.manual_seed(0)
-    model = build_varnet(PRESETS["tiny"])
-    loss = ReconLoss()
-    for source in (BatchSource(retain_train, 2, 1), BatchSource(forget_train, 2, 2)) * 3:
-        train_steps(model, source, 0, 5, LocalTraining(1e-3), loss, torch.device("cpu"))
-    return {"cfg": cfg, "model": model, "loss": loss, "forget": BatchSource(forget_train, 2, 11),
-            "retain": BatchSource(retain_train, 2, 12), "forget_data": forget_train}
 
 
 def _run(setting: dict, name: str, cfg: ExperimentConfig | None = None, **kwargs):
@@ -185,8 +167,6 @@ def test_reference_model_removes_the_forget_sites_share() -> None:
 
 
 def test_ga_l1_regulariser_is_normalised_by_the_parameter_count(setting: dict) -> None:
-    from fedforget.unlearning.ga_l1 import l1_gradient
-
     params = trainable(setting["model"])
     count = sum(p.numel() for p in params.values())
     gradient = l1_gradient({k: p.detach() for k, p in params.items()}, gamma=2.0)
@@ -205,3 +185,121 @@ def test_methods_are_reproducible(setting: dict) -> None:
     second, _ = _run(setting, "nl_ft")
     for a, b in zip(first.state_dict().values(), second.state_dict().values()):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("name", ["ssd", "lfssd"])
+def test_ssd_dampens_by_its_configured_lambda(setting: dict, name: str) -> None:
+    cfg = load_experiment("smoke", [f"unlearning.{name}.lam=0.3", f"unlearning.{name}.alpha=2"])
+    method = get_method(name, cfg.unlearning)
+    model = copy.deepcopy(setting["model"])
+    params = trainable(model)
+    generator = torch.Generator().manual_seed(0)
+    forget = {k: torch.rand(p.shape, generator=generator) + 0.01 for k, p in params.items()}
+    retain = {k: torch.rand(p.shape, generator=generator) * 0.4 for k, p in params.items()}
+    before = {k: p.detach().clone() for k, p in params.items()}
+    with torch.no_grad():
+        changed = method.dampen(model, {FORGET: forget, RETAIN: retain})
+    assert changed == sum(int((forget[k] > 2 * retain[k]).sum()) for k in params)
+    ignoring_lambda = False
+    for k, p in trainable(model).items():
+        selected = forget[k] > 2 * retain[k]
+        factor = torch.where(selected, torch.clamp(0.3 * retain[k] / forget[k], max=1.0), torch.ones_like(p))
+        assert torch.allclose(p, before[k] * factor), k
+        at_one = torch.where(selected, torch.clamp(retain[k] / forget[k], max=1.0), torch.ones_like(p))
+        ignoring_lambda |= not torch.allclose(p, before[k] * at_one)
+    assert ignoring_lambda, "lambda = 0.3 gave the weights of lambda = 1"
+
+
+def test_ga_l1_ft_direction_ascends_forget_descends_retain_and_shrinks_weights() -> None:
+    cfg = load_experiment("smoke", ["unlearning.ga_l1.gamma=3.0"])
+    params = {"a": torch.tensor([[1.0, -2.0], [0.5, 3.0]]), "b": torch.tensor([-1.0])}
+    generator = torch.Generator().manual_seed(2)
+    forget = {k: torch.randn(v.shape, generator=generator) for k, v in params.items()}
+    retain = {k: torch.randn(v.shape, generator=generator) for k, v in params.items()}
+    for name, grads in (("ga_l1", {FORGET: forget}), ("ga_l1_ft", {FORGET: forget, RETAIN: retain})):
+        method = get_method(name, cfg.unlearning)
+        direction = method.combine(method.phases(4)[0], params, grads)
+        for k, p in params.items():
+            # The optimizer steps along -direction: up the forget loss, down the retain loss, towards 0.
+            expected = -forget[k] + 3.0 * torch.sign(p) / 5 + (retain[k] if RETAIN in grads else 0)
+            assert torch.allclose(direction[k], expected), (name, k)
+
+
+def test_ga_l1_local_objective_gives_the_combined_signs(setting: dict) -> None:
+    cfg = load_experiment("smoke", ["unlearning.ga_l1.gamma=3.0"])
+    method = get_method("ga_l1_ft", cfg.unlearning)
+    phase = method.phases(4)[0]
+    model = copy.deepcopy(setting["model"])
+    params = trainable(model)
+    ctx = TermContext(loss=setting["loss"], seed=0)
+    for role, source in ((FORGET, setting["forget"]), (RETAIN, setting["retain"])):
+        batch = source.batch(0)
+        objective, term = method.local_term(role, phase, model, batch, 0, ctx)
+        local = torch.autograd.grad(objective, list(params.values()))
+        data = torch.autograd.grad(method.term(role, phase, model, batch, 0, ctx), list(params.values()))
+        l1 = l1_gradient({k: p.detach() for k, p in params.items()}, 3.0)
+        for (k, p), g_local, g_data in zip(params.items(), local, data):
+            expected = -g_data + l1[k] if role == FORGET else g_data
+            assert torch.allclose(g_local, expected, atol=1e-7), (role, k)
+
+
+def test_conditional_surgery_projects_only_conflicting_gradients() -> None:
+    retain = {"w": torch.tensor([1.0, 0.0, 0.0])}
+    conflicting = {"w": torch.tensor([2.0, 1.0, 0.0])}  # ascending it would also raise the retain loss
+    harmless = {"w": torch.tensor([-2.0, 1.0, 0.0])}  # ascending it lowers the retain loss
+    assert torch.equal(surgery(conflicting, retain, conditional=True)["w"], torch.tensor([0.0, 1.0, 0.0]))
+    assert torch.equal(surgery(harmless, retain, conditional=True)["w"], harmless["w"])
+    assert torch.equal(surgery(harmless, retain, conditional=False)["w"], torch.tensor([0.0, 1.0, 0.0]))
+    conditional = get_method("grad_surgery", load_experiment("smoke", ["unlearning.grad_surgery.conditional=true"])
+                             .unlearning)
+    assert torch.equal(conditional.ascent_direction({FORGET: harmless, RETAIN: retain})["w"], -harmless["w"])
+
+
+@pytest.mark.parametrize("variant", ["unconditional", "conditional"])
+def test_grad_surgery_ascent_raises_the_forget_loss(setting: dict, variant: str) -> None:
+    cfg = load_experiment("smoke", [f"unlearning.grad_surgery.conditional={variant == 'conditional'}"])
+    ascent_steps = get_method("grad_surgery", cfg.unlearning).phases(BUDGET)[0].steps
+    after_ascent = {}
+
+    def on_step(step: int, model: torch.nn.Module, record: dict) -> None:
+        if step == ascent_steps:
+            after_ascent["loss"] = _forget_loss(setting, model)
+
+    _run(setting, "grad_surgery", cfg, on_step=on_step)
+    assert after_ascent["loss"] > _forget_loss(setting, setting["model"]) + 1e-3
+
+
+def test_random_twin_resets_every_parameter(setting: dict) -> None:
+    trained = copy.deepcopy(setting["model"])
+    with torch.no_grad():
+        for name, p in trained.named_parameters():
+            p.fill_(2.5) if name.endswith("dc_weight") else p.add_(1.0)
+    twin = random_twin(trained, seed=3)
+    dc_weights = [p for name, p in twin.named_parameters() if name.endswith("dc_weight")]
+    assert dc_weights and all(float(p) == 1.0 for p in dc_weights), "dc_weight kept the template's value"
+    fresh = random_twin(build_varnet(PRESETS["tiny"]), seed=3)
+    for (name, a), b in zip(twin.named_parameters(), fresh.parameters()):
+        assert torch.equal(a, b), f"{name} depends on the template's weights"
+    other = random_twin(trained, seed=4)
+    assert not torch.equal(next(other.parameters()), next(twin.parameters()))
+
+
+def test_a_site_builds_the_bad_teacher_once_and_as_the_flower_free_run_does(setting: dict) -> None:
+    cfg = load_experiment("smoke", [f"data.root={setting['root']}"])
+    identity = resolve_site({"partition-id": cfg.site_names.index("knee-0")}, cfg)
+    method = get_method("bad_teacher", cfg.unlearning)
+    runtime = SiteRuntime(cfg, identity, simulated=False)
+    runtime.model.load_state_dict(setting["model"].state_dict())  # the first message: the method's start
+    teacher = runtime.term_context(method, FORGET, None).extras["teacher"]
+    with torch.no_grad():
+        for p in runtime.model.parameters():
+            p.mul_(0.5)  # a later message's student
+    assert runtime.term_context(method, FORGET, None).extras["teacher"] is teacher, "rebuilt per message"
+    later_process = SiteRuntime(cfg, identity, simulated=False)  # a deployed site: a new process per message
+    later_process.model.load_state_dict(runtime.model.state_dict())
+    rebuilt = later_process.term_context(method, FORGET, None).extras["teacher"]
+    flower_free = TermContext(loss=setting["loss"], seed=cfg.seed)
+    method.prepare(FORGET, flower_free, setting["model"])
+    for a, b, c in zip(teacher.state_dict().values(), rebuilt.state_dict().values(),
+                       flower_free.extras["teacher"].state_dict().values()):
+        assert torch.equal(a, b) and torch.equal(a, c)

@@ -3,8 +3,9 @@
 - ``query.site``: say which site this node is and how much data it holds (validating it).
 - ``train``: FedAvg local training from the received global model.
 - ``evaluate``: fastMRI metrics of the received model on the site's splits (+ membership audit).
-- ``train.unlearn``: one party's share of an unlearning step (a gradient or importances) on
-  the site's own data; only arrays of parameter shape go back.
+- ``train.unlearn``: one party's share of an unlearning step (a gradient or importances), or of
+  a local round (the change of its weights after k local steps, or a guide's mean gradient),
+  on the site's own data; only arrays of parameter shape go back.
 """
 
 from __future__ import annotations
@@ -36,10 +37,17 @@ from fedforget.strategies.protocol import (
     data_record,
     error_reply,
     metrics_reply,
+    round_inputs_of,
     split_metric,
 )
 from fedforget.unlearning import get_method
-from fedforget.unlearning.base import Phase, TermContext, frozen_copy, squared_gradient_mean, term_gradients
+from fedforget.unlearning.base import (
+    Phase,
+    local_update,
+    mean_term_gradient,
+    squared_gradient_mean,
+    term_gradients,
+)
 
 app = ClientApp()
 
@@ -154,17 +162,13 @@ def _split_metrics(split: str, result: Evaluation) -> dict[str, float | list[flo
 @_site_action
 def unlearn_share(message: Message, runtime: SiteRuntime) -> Message:
     config = config_of(message.content)
-    _injected_fault(runtime, f"unlearn/{config['method']}", int(config.get("index", 0)) + 1)
+    _injected_fault(runtime, f"unlearn/{config['method']}", int(config.get("exchange", 1)))
     method = get_method(str(config["method"]), runtime.cfg.unlearning)
     role = str(config["role"])
     source = runtime.forget_source() if role == FORGET else runtime.retain_source()
     model = runtime.load(message.content[ARRAYS])
-    ctx = TermContext(loss=runtime.loss, seed=runtime.cfg.seed)
-    if ORIGINAL in message.content.array_records:
-        original = frozen_copy(model)
-        original.load_state_dict(message.content[ORIGINAL].to_torch_state_dict())
-        ctx.original = original
-    method.prepare(role, ctx, model)
+    original = message.content[ORIGINAL] if ORIGINAL in message.content.array_records else None
+    ctx = runtime.term_context(method, role, original)
     phase = Phase(str(config["phase"]), str(config["kind"]), int(config["steps"]), (role,))
     if phase.kind == "importance":
         batches = min(int(config["batches"]), source.batches_per_pass)
@@ -172,7 +176,17 @@ def unlearn_share(message: Message, runtime: SiteRuntime) -> Message:
         return metrics_reply(message, {"num-examples": batches * source.batch_size, "loss": 0.0},
                              arrays_from_state(values))
     index = int(config["index"])
-    batch = source.batch(index).to(runtime.device)
-    reply = term_gradients(method, role, phase, model, batch, index, ctx)
+    if "local-steps" in config:
+        steps = int(config["local-steps"])
+        if config["local-mode"] == "direction":
+            reply = mean_term_gradient(method, role, phase, model, source, index, steps, ctx, runtime.device)
+        else:
+            update = local_update(method, role, phase, model, source, index, steps, ctx, float(config["lr"]),
+                                  round_inputs_of(message.content).to(runtime.device), runtime.device)
+            return metrics_reply(message, {"num-examples": update.examples, "loss": update.loss},
+                                 arrays_from_state(update.delta))
+    else:
+        batch = source.batch(index).to(runtime.device)
+        reply = term_gradients(method, role, phase, model, batch, index, ctx)
     return metrics_reply(message, {"num-examples": reply.examples, "loss": reply.loss},
                          arrays_from_state(reply.grads))

@@ -29,6 +29,7 @@ from fedforget.learning.training import LocalTraining, model_from_config, pick_d
 from fedforget.recon.losses import ReconLoss
 from fedforget.recon.poison import PoisonManifest, load_manifest
 from fedforget.strategies.protocol import SiteError, state_from_arrays
+from fedforget.unlearning.base import Method, TermContext, frozen_copy
 
 # Membership's held-out slices (see SiteRuntime.evaluation_split); never a split of results.json.
 HELDOUT = "heldout"
@@ -86,6 +87,7 @@ class SiteRuntime:
         self._splits: dict[str, CachedSliceDataset] = {}
         self._reference_model: nn.Module | None = None
         self._reference_scores: dict[tuple[str, str], Evaluation] = {}
+        self._contexts: dict[tuple[str, str], TermContext] = {}
 
     @property
     def name(self) -> str:
@@ -161,6 +163,26 @@ class SiteRuntime:
         """The site's model holding the received weights."""
         self.model.load_state_dict(state_from_arrays(arrays))
         return self.model
+
+    def term_context(self, method: Method, role: str, original: ArrayRecord | None) -> TermContext:
+        """What ``role`` needs for ``method``'s terms, built once per method in this process.
+
+        The method's helpers (bad teacher's random teacher) are built from the seed alone,
+        so a deployed site, which starts a new process per message, builds the same ones
+        as a simulated site and as the Flower-free run. ``original`` (the model the
+        server sends for distillation) is loaded into it on every message.
+        """
+        key = (method.name, role)
+        if key not in self._contexts:
+            ctx = TermContext(loss=self.loss, seed=self.cfg.seed)
+            method.prepare(role, ctx, self.model)
+            self._contexts[key] = ctx
+        ctx = self._contexts[key]
+        if original is not None:
+            if ctx.original is None:
+                ctx.original = frozen_copy(self.model)
+            ctx.original.load_state_dict(state_from_arrays(original))
+        return ctx
 
     @property
     def manifest(self) -> PoisonManifest:

@@ -178,10 +178,11 @@ class FaultConfig:
     """Failure injection for drills and tests (off unless ``site`` or ``server_exit_after_round`` is set).
 
     ``site`` fails its work in ``phase`` (``federated``, ``oracle`` or ``unlearn/<method>``)
-    at rounds (or unlearning steps) ``round`` .. ``round + rounds - 1``: ``exit`` kills the
-    ClientApp process, ``error`` fails like an unavailable site (a site fault: recorded, the run
-    goes on), ``hang`` sleeps past the server's timeout, ``bug`` raises as a programming error
-    would (the run stops with the site's traceback).
+    at rounds (in ``unlearn/<method>``: the method's exchanges, the ledger's steps, retries
+    included) ``round`` .. ``round + rounds - 1``: ``exit`` kills the ClientApp process,
+    ``error`` fails like an unavailable site (a site fault: recorded, the run goes on), ``hang``
+    sleeps past the server's timeout, ``bug`` raises as a programming error would (the run
+    stops with the site's traceback).
     ``server_exit_after_round`` kills the ServerApp process right after that round of the
     original model's training is saved (the resume drill); a resumed run never triggers
     it again.
@@ -311,9 +312,15 @@ class PGAConfig:
 
 @dataclass
 class GradSurgeryConfig:
-    """Forget-gradient ascent projected orthogonal to the retain gradient, then retain fine-tuning."""
+    """Forget-gradient ascent projected orthogonal to the retain gradient, then retain fine-tuning.
+
+    ``conditional=true`` projects only when the two conflict, i.e. when ascending the forget
+    loss would also raise the retain loss (forget and retain gradients have a positive dot
+    product), as PCGrad does (Yu et al. 2020); otherwise the forget gradient is used whole.
+    """
 
     ascent_share: float = 0.5
+    conditional: bool = False
 
     def __post_init__(self) -> None:
         _require(0 < self.ascent_share < 1, "unlearning.grad_surgery.ascent_share", self.ascent_share, "in (0, 1)")
@@ -331,7 +338,13 @@ class BadTeacherConfig:
 
 @dataclass
 class UnlearningConfig:
-    """Which site is removed, which methods run, and what they may use."""
+    """Which site is removed, which methods run, and what they may use.
+
+    ``local_steps = k``: each party runs k optimizer steps of its own term per message round
+    and returns a model delta (k = 1: one gradient per party per step and the server's Adam,
+    the exact per-step protocol). ``round_retries``: how many times a round is re-sent to a
+    site that failed it before the method stops with the site's reason.
+    """
 
     forget_site: str = "knee-0"
     methods: List[str] = field(default_factory=lambda: ["ft", "nl_ft"])
@@ -342,6 +355,8 @@ class UnlearningConfig:
     lr: float = 1e-3
     batch_size: int = 4
     eval_every: int = 4
+    local_steps: int = 1
+    round_retries: int = 1
     from_checkpoint: str = field(default="", metadata=PATH)
     server_retain_root: str = field(default="", metadata=PATH)
     ga_l1: GAL1Config = field(default_factory=GAL1Config)
@@ -361,6 +376,9 @@ class UnlearningConfig:
         _require(self.lr > 0, "unlearning.lr", self.lr, "> 0")
         _require(self.batch_size >= 1, "unlearning.batch_size", self.batch_size, ">= 1")
         _require(self.eval_every >= 1, "unlearning.eval_every", self.eval_every, ">= 1")
+        _require(self.local_steps >= 1, "unlearning.local_steps", self.local_steps,
+                 ">= 1 (optimizer steps per party per message round)")
+        _require(self.round_retries >= 0, "unlearning.round_retries", self.round_retries, ">= 0")
 
     def budget_steps(self, training_steps: int) -> int:
         """Optimizer-step budget shared by every method (explicit ``steps`` or a fraction of training)."""

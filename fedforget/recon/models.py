@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import torch
 from fastmri.models import VarNet
+from fastmri.models.varnet import VarNetBlock
 
 from fedforget.configs.schema import MODEL_PRESETS
 
@@ -15,6 +16,7 @@ __all__ = [
     "varnet_preset",
     "build_varnet",
     "count_parameters",
+    "reinitialise",
 ]
 
 
@@ -82,3 +84,31 @@ def build_varnet(shape: VarNetShape) -> VarNet:
 def count_parameters(model: torch.nn.Module) -> int:
     """Number of parameter elements of a model (all of them are trainable in VarNet)."""
     return sum(p.numel() for p in model.parameters())
+
+
+def reinitialise(model: torch.nn.Module) -> None:
+    """Gives every parameter fresh initial values, drawn from torch's global generator.
+
+    Modules with ``reset_parameters`` (convolutions) redraw theirs; fastMRI's
+    ``VarNetBlock.dc_weight`` has no such method and is set to its constructor
+    value, 1.
+
+    Args:
+        model: A VarNet (or any model built from such modules), changed in place.
+
+    Raises:
+        ValueError: If a parameter is covered by neither rule (the message names it),
+            so a new architecture cannot silently keep trained weights.
+    """
+    reset: set[int] = set()
+    with torch.no_grad():
+        for module in model.modules():
+            if hasattr(module, "reset_parameters"):
+                module.reset_parameters()
+                reset.update(id(p) for p in module.parameters(recurse=False))
+            if isinstance(module, VarNetBlock):
+                module.dc_weight.fill_(1.0)
+                reset.add(id(module.dc_weight))
+    kept = [name for name, p in model.named_parameters() if id(p) not in reset]
+    if kept:
+        raise ValueError(f"cannot re-initialise parameters {kept}: their modules have no reset_parameters")

@@ -312,24 +312,31 @@ def run_method(session: Session, name: str, original: TrainedModel,
     model.load_state_dict(original.state)
     worker = FederatedWorker(session.link, method, session.forget_site, cfg.retain_sites,
                              _batches_per_pass(session), tag, original=original.state,
-                             server_retain=server_retain(method) if server_retain else None)
+                             server_retain=server_retain(method) if server_retain else None,
+                             retries=cfg.unlearning.round_retries, on_failure=_round_failure_recorder(session, name))
     budget = cfg.unlearning.budget_steps(cfg.federation.training_steps)
     reference = _reference(session, original) if method.needs_reference else None
     if ORIGINAL in session.scores:
         session.boards.site_metrics(tag, 0, {s: _board_values(v) for s, v in session.scores[ORIGINAL].items()})
 
+    evaluated = [0]
+
     def on_step(step: int, current: nn.Module, record: dict[str, float]) -> None:
         for key, value in record.items():
             session.boards.server_metric(f"{tag}/{key}", value, step)
+        # A local round covers several steps: evaluate when it passed a multiple of eval_every.
+        every = cfg.unlearning.eval_every
         scores = None
-        if step % cfg.unlearning.eval_every == 0 or step == budget or "dampened" in record:
+        if step // every > evaluated[0] // every or step == budget or "dampened" in record:
             scores = evaluate_at_sites(session, {k: v.detach() for k, v in current.state_dict().items()}, tag,
                                        max(step, 1))
+        evaluated[0] = step
         session.boards.flush()
         session.run.progress.step(tag, scores=scores)
 
-    session.run.progress.phase_started(tag, planned_callbacks(method, budget), "step")
-    report = run_unlearning(method, model, worker, budget, cfg.unlearning.lr, reference=reference, on_step=on_step)
+    session.run.progress.phase_started(tag, planned_callbacks(method, budget, cfg.unlearning.local_steps), "step")
+    report = run_unlearning(method, model, worker, budget, cfg.unlearning.lr, reference=reference, on_step=on_step,
+                            local_steps=cfg.unlearning.local_steps)
     session.run.progress.phase_finished(tag, seconds=round(report.wall_seconds, 3))
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     sha = save_checkpoint(session.run.checkpoints / f"{name}.pt", state,
@@ -337,10 +344,23 @@ def run_method(session: Session, name: str, original: TrainedModel,
     details = {"budget": budget, "evaluations": report.evaluations,
                "passes": {FORGET: report.evaluations[FORGET] * cfg.unlearning.batch_size
                           / max(1, session.sites[session.forget_site].train_slices)},
-               "dampened_elements": report.dampened_elements, "retain_access": cfg.unlearning.retain_access}
+               "dampened_elements": report.dampened_elements, "retain_access": cfg.unlearning.retain_access,
+               "local_steps": report.local_steps, "rounds": report.rounds,
+               "messages": session.link.ledger.messages_in(tag)}
     return ModelRecord(wall_seconds=report.wall_seconds, steps=report.steps,
                        retain_fraction=cfg.unlearning.retain_fraction, bytes_communicated=report.bytes_communicated,
                        trained_on=session.link.ledger.trained_on(tag), sha256=sha, details=details), state
+
+
+def _round_failure_recorder(session: Session, method: str):
+    """Record a site that failed an unlearning round, and whether the round is sent again."""
+
+    def record(site: str, reason: str, step: int, retried: bool) -> None:
+        session.run.event("unlearn_round_failed", method=method, site=site, step=step, reason=reason,
+                          retried=retried)
+        session.boards.text(site, f"unlearn/{method}/failure", f"step {step}: {reason}", step)
+
+    return record
 
 
 def final_scores(session: Session, name: str, state: State | None) -> SiteScores:

@@ -48,6 +48,10 @@ class Ledger:
         return sum(e.bytes_down + e.bytes_up for e in self.entries
                    if e.phase == phase or (phase.endswith("/") and e.phase.startswith(phase)))
 
+    def messages_in(self, phase: str) -> int:
+        """Messages of ``phase`` (every attempt, failed ones included)."""
+        return sum(e.phase == phase for e in self.entries)
+
     def trained_on(self, phase: str) -> list[str]:
         """Sites that received training work in ``phase``."""
         return sorted({e.site for e in self.entries

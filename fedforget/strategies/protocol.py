@@ -26,6 +26,7 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 
 from fedforget.recon.hdf5io import DataFileError
+from fedforget.unlearning.base import RoundInputs
 
 SITE_QUERY = "query.site"
 TRAIN = "train"
@@ -42,6 +43,7 @@ REFERENCE = "reference"
 SITE = "site"
 # An evaluate message with this config key set scores zero-filled reconstructions (no model travels).
 ZERO_FILLED = "zero-filled"
+INPUT = "input-"  # prefix of a local round's inputs: ArrayRecords for tensors, config keys for numbers
 
 FAULT, DATA, CODE = "fault", "data", "code"
 _TRACEBACK_CHARS = 4000
@@ -99,6 +101,20 @@ def arrays_from_state(state: Mapping[str, torch.Tensor]) -> ArrayRecord:
 
 def state_from_arrays(record: ArrayRecord) -> dict[str, torch.Tensor]:
     return record.to_torch_state_dict()
+
+
+def input_records(inputs: RoundInputs) -> tuple[dict[str, ArrayRecord], dict[str, float]]:
+    """A local round's inputs as ArrayRecords and config values, each named ``input-<name>``."""
+    arrays = {INPUT + name: arrays_from_state(tensors) for name, tensors in inputs.tensors.items()}
+    return arrays, {INPUT + name: float(value) for name, value in inputs.values.items()}
+
+
+def round_inputs_of(content: RecordDict) -> RoundInputs:
+    """The inputs a local-round message carries (see :func:`input_records`)."""
+    tensors = {key[len(INPUT):]: state_from_arrays(record) for key, record in content.array_records.items()
+               if key.startswith(INPUT)}
+    values = {key[len(INPUT):]: float(value) for key, value in config_of(content).items() if key.startswith(INPUT)}
+    return RoundInputs(tensors=tensors, values=values)
 
 
 def error_reply(message: Message, site: str, err: BaseException) -> Message:

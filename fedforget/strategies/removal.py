@@ -1,7 +1,7 @@
 """The federated client-removal protocol: who computes which part of an unlearning step.
 
-The server holds the model and the optimizer. For every step it sends the
-current weights to the parties of the step's phase:
+The server holds the model. With ``local_steps = 1`` it also holds the Adam optimizer,
+and for every step it sends the current weights to the parties of the step's phase:
 
 - the **forget site** evaluates the method's forget term (ascent loss, noisy-label
   loss, random-teacher match, or SSD importances) on its own data;
@@ -12,14 +12,24 @@ current weights to the parties of the step's phase:
 - the server combines the returned gradients with the method's ``combine`` and
   takes one Adam step (or dampens weights from the importances).
 
+With ``local_steps = k > 1`` one message round covers k steps: each moving party
+runs k Adam steps of its local term from the round's weights and returns the change
+of its weights (retain sites' changes are averaged weighted by examples); guide
+parties (gradient surgery's retain side) return their mean gradient first, and it
+travels to the movers with the round's other inputs (PGA's ball).
+
 Only parameter-shaped arrays travel. The engine is the Flower-free one
 (:func:`fedforget.unlearning.base.run_unlearning`), so with one retain and one
 forget site this protocol produces the same weights as :func:`fedforget.unlearning.unlearn`.
+A site that fails a round is asked again (``retries`` times) before the method stops.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from flwr.app import ConfigRecord, RecordDict
@@ -32,10 +42,24 @@ from fedforget.strategies.protocol import (
     METRICS,
     ORIGINAL,
     UNLEARN,
+    SiteError,
     arrays_from_state,
+    input_records,
     state_from_arrays,
 )
-from fedforget.unlearning.base import FORGET, RETAIN, Gradients, LocalWorker, Method, Phase, Tensors
+from fedforget.unlearning.base import (
+    FORGET,
+    RETAIN,
+    Gradients,
+    LocalUpdate,
+    LocalWorker,
+    Method,
+    Phase,
+    RoundInputs,
+    Tensors,
+)
+
+FailureHook = Callable[[str, str, int, bool], None]
 
 
 class FederatedWorker:
@@ -43,7 +67,8 @@ class FederatedWorker:
 
     def __init__(self, link: SiteLink, method: Method, forget_site: str, retain_sites: list[str],
                  batches_per_pass: Mapping[str, int], phase_label: str, original: Tensors | None = None,
-                 server_retain: LocalWorker | None = None) -> None:
+                 server_retain: LocalWorker | None = None, retries: int = 0,
+                 on_failure: FailureHook | None = None) -> None:
         self.link = link
         self.method = method
         self.forget_site = forget_site
@@ -52,6 +77,8 @@ class FederatedWorker:
         self.label = phase_label
         self.original = original
         self.server_retain = server_retain
+        self.retries = retries
+        self.on_failure = on_failure
         self.step = 0
 
     def _sites(self, role: str) -> list[str]:
@@ -59,24 +86,50 @@ class FederatedWorker:
             return [self.forget_site]
         return [] if self.server_retain is not None else self.retain_sites
 
-    def _content(self, role: str, phase: Phase, model: nn.Module, **extra: int) -> RecordDict:
+    def _content(self, role: str, phase: Phase, model: nn.Module, inputs: RoundInputs | None = None,
+                 **extra: Any) -> RecordDict:
+        arrays, values = input_records(inputs) if inputs is not None else ({}, {})
         config = ConfigRecord({"method": self.method.name, "role": role, "phase": phase.name,
-                               "kind": phase.kind, "steps": phase.steps, **extra})
-        records = {ARRAYS: arrays_from_state(model.state_dict()), CONFIG: config}
+                               "kind": phase.kind, "steps": phase.steps, **extra, **values})
+        records = {ARRAYS: arrays_from_state(model.state_dict()), CONFIG: config, **arrays}
         if role in self.method.needs_original and self.original is not None:
             records[ORIGINAL] = arrays_from_state(self.original)
         return RecordDict(records)
 
     def _exchange(self, contents: dict[str, RecordDict]) -> dict[str, RecordDict]:
-        self.step += 1
-        return self.link.send(UNLEARN, contents, self.label, self.step).require_all() if contents else {}
+        """One round of messages; a site that fails it is asked again, up to ``retries`` times.
+
+        Every attempt is its own exchange (ledger step; ``exchange`` in the message
+        config, which ``federation.fault.round`` counts), so the ledger shows the
+        failed attempt and the retry. A round is deterministic, so a retry returns
+        what the first attempt would have.
+
+        Raises:
+            SiteError: a site still failed after the last retry (its reason).
+        """
+        replies: dict[str, RecordDict] = {}
+        pending = dict(contents)
+        for attempt in range(self.retries + 1):
+            self.step += 1
+            exchange = self.link.send(UNLEARN, _numbered(pending, self.step), self.label, self.step)
+            replies.update(exchange.replies)
+            if not exchange.failures:
+                return replies
+            for site, reason in exchange.failures.items():
+                if self.on_failure is not None:
+                    self.on_failure(site, reason, self.step, attempt < self.retries)
+            pending = {site: pending[site] for site in exchange.failures}
+        site, reason = next(iter(exchange.failures.items()))
+        attempts = f" (failed {self.retries + 1} attempts)" if self.retries else ""
+        raise SiteError(site, reason + attempts)
+
+    def _by_role(self, roles: Mapping[str, Any], replies: dict[str, RecordDict]) -> dict[str, Gradients]:
+        return {role: self._gather([replies[s] for s in self._sites(role)]) for role in roles if self._sites(role)}
 
     def gradients(self, phase: Phase, indices: Mapping[str, int], model: nn.Module) -> dict[str, Gradients]:
         contents = {site: self._content(role, phase, model, index=index)
                     for role, index in indices.items() for site in self._sites(role)}
-        replies = self._exchange(contents)
-        result = {role: self._gather([replies[s] for s in self._sites(role)])
-                  for role in indices if self._sites(role)}
+        result = self._by_role(indices, self._exchange(contents))
         if RETAIN in indices and self.server_retain is not None:
             result.update(self.server_retain.gradients(phase, {RETAIN: indices[RETAIN]}, model))
         return result
@@ -84,16 +137,35 @@ class FederatedWorker:
     def importances(self, phase: Phase, batches: Mapping[str, int], model: nn.Module) -> dict[str, Tensors]:
         contents = {site: self._content(role, phase, model, batches=count)
                     for role, count in batches.items() for site in self._sites(role)}
-        replies = self._exchange(contents)
-        result = {role: self._gather([replies[s] for s in self._sites(role)]).grads
-                  for role in batches if self._sites(role)}
+        result = {role: g.grads for role, g in self._by_role(batches, self._exchange(contents)).items()}
         if RETAIN in batches and self.server_retain is not None:
             result.update(self.server_retain.importances(phase, {RETAIN: batches[RETAIN]}, model))
         return result
 
+    def mean_gradients(self, phase: Phase, starts: Mapping[str, int], steps: int,
+                       model: nn.Module) -> dict[str, Gradients]:
+        contents = {site: self._content(role, phase, model, index=first, **{"local-steps": steps,
+                                                                           "local-mode": "direction"})
+                    for role, first in starts.items() for site in self._sites(role)}
+        result = self._by_role(starts, self._exchange(contents))
+        if RETAIN in starts and self.server_retain is not None:
+            result.update(self.server_retain.mean_gradients(phase, {RETAIN: starts[RETAIN]}, steps, model))
+        return result
+
+    def local_updates(self, phase: Phase, starts: Mapping[str, int], steps: int, model: nn.Module,
+                      inputs: RoundInputs, lr: float) -> dict[str, LocalUpdate]:
+        contents = {site: self._content(role, phase, model, inputs, index=first,
+                                        **{"local-steps": steps, "local-mode": "update", "lr": lr})
+                    for role, first in starts.items() for site in self._sites(role)}
+        result = {role: LocalUpdate(g.grads, g.loss, g.examples)
+                  for role, g in self._by_role(starts, self._exchange(contents)).items()}
+        if RETAIN in starts and self.server_retain is not None:
+            result.update(self.server_retain.local_updates(phase, {RETAIN: starts[RETAIN]}, steps, model, inputs, lr))
+        return result
+
     @staticmethod
     def _gather(replies: list[RecordDict]) -> Gradients:
-        """Average several sites' arrays weighted by the examples behind them."""
+        """Average several sites' arrays (gradients, importances or weight changes) weighted by their examples."""
         weights = [float(r[METRICS]["num-examples"]) for r in replies]
         total = sum(weights)
         states = [state_from_arrays(r[ARRAYS]) for r in replies]
@@ -108,3 +180,71 @@ class FederatedWorker:
 
     def bytes_communicated(self) -> int:
         return self.link.ledger.bytes_in(self.label)
+
+
+def _numbered(contents: Mapping[str, RecordDict], exchange: int) -> dict[str, RecordDict]:
+    """The same contents with ``exchange`` in their config (arrays are shared, not copied)."""
+    numbered = {}
+    for site, content in contents.items():
+        records = dict(content.items())
+        records[CONFIG] = ConfigRecord({**dict(content[CONFIG]), "exchange": exchange})
+        numbered[site] = RecordDict(records)
+    return numbered
+
+
+@dataclass(frozen=True)
+class PlannedExchange:
+    """One round of messages the protocol sends: to how many sites, with how many model-sized arrays."""
+
+    phase: str
+    messages: int
+    arrays_down: int
+    arrays_up: int
+
+
+def message_plan(method: Method, budget: int, local_steps: int, retain_sites: int,
+                 retain_at_server: bool = False) -> list[PlannedExchange]:
+    """Every exchange a method's removal sends, without running it (for projections to other scales).
+
+    Each array is one parameter-shaped record (weights, gradient, importances, weight
+    change, or a round input), so bytes = arrays x the model's record size. Failed
+    attempts and retries are not planned.
+
+    Args:
+        method: the method (its phases and local form decide the rounds).
+        budget: the step budget.
+        local_steps: ``unlearning.local_steps``.
+        retain_sites: how many retain sites take part when the retain role is asked.
+        retain_at_server: ``retain_access=server`` (retain work never leaves the server).
+
+    Returns:
+        The exchanges in order.
+    """
+    sites = {FORGET: 1, RETAIN: 0 if retain_at_server else retain_sites}
+
+    def arrays_down(role: str, extra: int = 0) -> int:
+        return 1 + (role in method.needs_original) + extra
+
+    plan = []
+    for phase in method.phases(budget):
+        roles = [r for r in phase.roles if sites[r]]
+        if phase.kind == "importance":
+            plan.append(_exchange_of(phase.name, roles, sites, arrays_down))
+            continue
+        if local_steps == 1:
+            plan += [_exchange_of(phase.name, roles, sites, arrays_down)] * phase.steps
+            continue
+        guides = [r for r in method.guide_roles(phase) if r in phase.roles]
+        inputs = len(method.round_input_names(phase)) + len(guides)
+        movers = [r for r in roles if r not in guides]
+        for _ in range(math.ceil(phase.steps / local_steps)):
+            if [r for r in guides if sites[r]]:
+                plan.append(_exchange_of(phase.name, [r for r in guides if sites[r]], sites, arrays_down))
+            plan.append(_exchange_of(phase.name, movers, sites, lambda r: arrays_down(r, inputs)))
+    return [e for e in plan if e.messages]
+
+
+def _exchange_of(phase: str, roles: list[str], sites: Mapping[str, int],
+                 arrays_down: Callable[[str], int]) -> PlannedExchange:
+    return PlannedExchange(phase, sum(sites[r] for r in roles), sum(sites[r] * arrays_down(r) for r in roles),
+                           sum(sites[r] for r in roles))

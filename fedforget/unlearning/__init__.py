@@ -63,12 +63,16 @@ def unlearn(
     device: str = "cpu",
     on_step: StepCallback | None = None,
 ) -> UnlearnReport:
-    """Run method ``name`` on ``model`` in place, Flower-free: the uniform signature of every method."""
+    """Run method ``name`` on ``model`` in place, Flower-free: the uniform signature of every method.
+
+    ``cfg.local_steps`` chooses the per-step form (1) or local rounds, as in the federation.
+    """
     method = get_method(name, cfg)
     original = frozen_copy(model) if method.needs_original else None
     ctx = TermContext(loss=loss, seed=seed, original=original)
     worker = LocalWorker(method, {FORGET: forget, RETAIN: retain}, ctx, device)
-    return run_unlearning(method, model, worker, budget, cfg.lr, reference=reference, on_step=on_step)
+    return run_unlearning(method, model, worker, budget, cfg.lr, reference=reference, on_step=on_step,
+                          local_steps=cfg.local_steps)
 
 
 __all__ = ["FORGET", "REGISTRY", "RETAIN", "Method", "UnlearnReport", "get_method", "unlearn"]

@@ -3,6 +3,11 @@
 The student matches a randomly initialised teacher's reconstruction on forget
 data and the original model's reconstruction on retain data (the KL of the
 classification form becomes a normalised squared error between images).
+
+The teacher is built once per method at the forget party, from the seed alone
+(``seed + 1``), so the Flower-free run, a simulated site and every process of a
+deployed site use the same one. In local rounds each party takes its k steps on
+its own matching term and the server averages the two weight changes.
 """
 
 from __future__ import annotations
@@ -13,17 +18,20 @@ import torch
 from torch import nn
 
 from fedforget.data.datasets import Batch
+from fedforget.recon.models import reinitialise
 from fedforget.unlearning.base import FORGET, RETAIN, Method, Phase, TermContext, frozen_copy, output_of
 
 
 def random_twin(template: nn.Module, seed: int) -> nn.Module:
-    """A frozen copy of ``template`` with freshly initialised weights (reproducible by seed)."""
+    """A frozen copy of ``template``'s architecture with every weight freshly initialised.
+
+    Its weights depend on the seed alone, not on ``template``'s values, so every party
+    (and every process of a deployed site) builds the same twin.
+    """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         twin = copy.deepcopy(template)
-        for module in twin.modules():
-            if hasattr(module, "reset_parameters"):
-                module.reset_parameters()
+        reinitialise(twin)
     return frozen_copy(twin)
 
 

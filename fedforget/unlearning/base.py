@@ -9,6 +9,12 @@ weight scaling. A :class:`Worker` supplies those gradients: :class:`LocalWorker`
 computes them in-process (the Flower-free function), the federated protocol
 (``strategies.removal``) asks the sites over Flower. The engine is the same, so
 both give the same weights for the same data and seed.
+
+With ``local_steps = k > 1`` a gradient phase runs in local rounds: every moving
+party takes k Adam steps of its *local term* (its share of the method's objective,
+see :meth:`Method.local_term`) from the round's weights and returns the change of
+its weights; the server combines the changes with :meth:`Method.combine_updates`.
+k = 1 keeps the per-step protocol above (one gradient per party, the server's Adam).
 """
 
 from __future__ import annotations
@@ -56,6 +62,23 @@ class TermContext:
     extras: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass
+class RoundInputs:
+    """What the server sends with a local round besides the weights.
+
+    ``tensors``: parameter-shaped inputs by name (PGA's ball centre; a guide role's
+    direction under the role's name); ``values``: numbers (PGA's radius).
+    """
+
+    tensors: dict[str, Tensors] = field(default_factory=dict)
+    values: dict[str, float] = field(default_factory=dict)
+
+    def to(self, device: torch.device) -> RoundInputs:
+        """The same inputs with every tensor on ``device`` (where the party computes)."""
+        moved = {name: {k: v.to(device) for k, v in tensors.items()} for name, tensors in self.tensors.items()}
+        return RoundInputs(tensors=moved, values=dict(self.values))
+
+
 class Method(ABC):
     """An unlearning method. Subclasses set ``name`` and implement ``phases`` plus their terms."""
 
@@ -92,6 +115,47 @@ class Method(ABC):
     def prepare(self, role: str, ctx: TermContext, template: nn.Module) -> None:
         """Build per-party helpers (a random teacher) into ``ctx.extras``; called once per party."""
 
+    # The local form (``local_steps > 1``): what each party minimises between synchronisations.
+
+    def local_sign(self, role: str, phase: Phase) -> float:
+        """+1 where ``role`` descends its term, -1 where it ascends it (the sign ``combine`` gives it)."""
+        return 1.0
+
+    def local_penalty(self, role: str, phase: Phase, model: nn.Module) -> torch.Tensor | None:
+        """A weights-only term ``role`` adds to its local objective (GA-l1's L1), or None."""
+        return None
+
+    def local_term(self, role: str, phase: Phase, model: nn.Module, batch: Batch, index: int,
+                   ctx: TermContext) -> tuple[torch.Tensor, torch.Tensor]:
+        """``role``'s local objective on one batch, and its term (what the history reports)."""
+        term = self.term(role, phase, model, batch, index, ctx)
+        objective = term if self.local_sign(role, phase) > 0 else -term
+        penalty = self.local_penalty(role, phase, model)
+        return (objective if penalty is None else objective + penalty), term
+
+    def guide_roles(self, phase: Phase) -> tuple[str, ...]:
+        """Roles that send their mean gradient at the round's weights instead of moving (grad surgery)."""
+        return ()
+
+    def round_input_names(self, phase: Phase) -> tuple[str, ...]:
+        """Names of the parameter-shaped inputs of :meth:`round_inputs` (besides the guides' directions)."""
+        return ()
+
+    def round_inputs(self, phase: Phase, model: nn.Module, state: MethodState) -> RoundInputs:
+        """What the movers of a local round receive besides the weights (PGA: its ball)."""
+        return RoundInputs()
+
+    def local_gradient(self, role: str, phase: Phase, grads: Tensors, inputs: RoundInputs) -> Tensors:
+        """The gradient a local step follows (grad surgery projects it against the guide's direction)."""
+        return grads
+
+    def after_local_step(self, role: str, phase: Phase, model: nn.Module, inputs: RoundInputs) -> None:
+        """A hook after each local optimizer step (PGA keeps the weights inside its ball)."""
+
+    def combine_updates(self, phase: Phase, deltas: Mapping[str, Tensors]) -> Tensors:
+        """The server's update from the moving parties' weight changes (default: their mean)."""
+        return _mean(deltas.values())
+
 
 class AscentThenRepair(Method):
     """Methods that spend ``share`` of the budget moving away from the forget data, then repair on retain data."""
@@ -120,6 +184,9 @@ class AscentThenRepair(Method):
             return {k: g.clone() for k, g in grads[RETAIN].items()}
         return self.ascent_direction(grads)
 
+    def local_sign(self, role: str, phase: Phase) -> float:
+        return -1.0 if role == FORGET else 1.0
+
 
 @dataclass
 class MethodState:
@@ -139,10 +206,25 @@ class Gradients:
     examples: int
 
 
+@dataclass
+class LocalUpdate:
+    """One party's local round: the change of its weights, its mean term, the examples behind it."""
+
+    delta: Tensors
+    loss: float
+    examples: int
+
+
 class Worker(Protocol):
     """Where the parties compute (in-process, or at Flower sites); one call serves every role of a step."""
 
     def gradients(self, phase: Phase, indices: Mapping[str, int], model: nn.Module) -> dict[str, Gradients]: ...
+
+    def mean_gradients(self, phase: Phase, starts: Mapping[str, int], steps: int,
+                       model: nn.Module) -> dict[str, Gradients]: ...
+
+    def local_updates(self, phase: Phase, starts: Mapping[str, int], steps: int, model: nn.Module,
+                      inputs: RoundInputs, lr: float) -> dict[str, LocalUpdate]: ...
 
     def importances(self, phase: Phase, batches: Mapping[str, int], model: nn.Module) -> dict[str, Tensors]: ...
 
@@ -163,6 +245,8 @@ class UnlearnReport:
     bytes_communicated: int
     dampened_elements: int | None = None
     history: list[dict[str, float]] = field(default_factory=list)
+    local_steps: int = 1
+    rounds: int = 0
 
 
 StepCallback = Callable[[int, nn.Module, dict[str, float]], None]
@@ -181,6 +265,13 @@ def _sum(parts: Any) -> Tensors:
     return total
 
 
+def _mean(parts: Any) -> Tensors:
+    parts = list(parts)
+    if len(parts) == 1:
+        return {k: v.clone() for k, v in parts[0].items()}
+    return {k: v / len(parts) for k, v in _sum(parts).items()}
+
+
 @dataclass
 class _Run:
     """The engine's running state: optimizer, per-role batch counters, history and timing."""
@@ -191,8 +282,10 @@ class _Run:
     state: MethodState
     optimizer: torch.optim.Optimizer
     on_step: StepCallback | None
+    lr: float = 1e-3
     calls: dict[str, int] = field(default_factory=lambda: {role: 0 for role in ROLES})
     steps: int = 0
+    rounds: int = 0
     dampened: int | None = None
     history: list[dict[str, float]] = field(default_factory=list)
     monitoring: float = 0.0  # time spent in on_step (evaluation) is not the method's cost
@@ -229,7 +322,42 @@ class _Run:
         with torch.no_grad():
             self.method.after_step(phase, self.model, self.state)
         self.steps += 1
+        self.rounds += 1
         self.record({f"{role}_loss": r.loss for role, r in replies.items()})
+
+    def local_round(self, phase: Phase, steps: int) -> None:
+        """``steps`` local steps at every moving party from the current weights, combined into one update."""
+        starts = {role: self.calls[role] for role in phase.roles}
+        guides = self.method.guide_roles(phase)
+        inputs = self.method.round_inputs(phase, self.model, self.state)
+        losses = {}
+        if guides:
+            for role, reply in self.worker.mean_gradients(phase, {r: starts[r] for r in guides}, steps,
+                                                          self.model).items():
+                inputs.tensors[role] = reply.grads
+                losses[role] = reply.loss
+        movers = {role: first for role, first in starts.items() if role not in guides}
+        updates = self.worker.local_updates(phase, movers, steps, self.model, inputs, self.lr)
+        for role in phase.roles:
+            self.calls[role] += steps
+        delta = self.method.combine_updates(phase, {role: u.delta for role, u in updates.items()})
+        with torch.no_grad():
+            for name, p in trainable(self.model).items():
+                p.add_(delta[name].to(p.device, p.dtype))
+            self.method.after_step(phase, self.model, self.state)
+        self.steps += steps
+        self.rounds += 1
+        losses.update({role: u.loss for role, u in updates.items()})
+        self.record({f"{role}_loss": loss for role, loss in losses.items()})
+
+    def gradient_phase(self, phase: Phase, local_steps: int) -> None:
+        """A gradient phase: one step per round (k = 1), or rounds of up to ``local_steps`` local steps."""
+        if local_steps == 1:
+            for _ in range(phase.steps):
+                self.step(phase)
+            return
+        for first in range(0, phase.steps, local_steps):
+            self.local_round(phase, min(local_steps, phase.steps - first))
 
 
 def run_unlearning(
@@ -240,33 +368,42 @@ def run_unlearning(
     lr: float,
     reference: Tensors | None = None,
     on_step: StepCallback | None = None,
+    local_steps: int = 1,
 ) -> UnlearnReport:
     """Run ``method`` on ``model`` in place within ``budget`` optimizer steps.
 
     Every gradient phase draws batch ``k`` of each party's stream at its ``k``-th
-    evaluation, so reruns and federated runs see the same batches.
+    evaluation, so reruns and federated runs see the same batches. With
+    ``local_steps > 1`` each round covers up to that many steps of every party
+    (``on_step`` is then called once per round, with the steps taken so far).
+
+    Raises:
+        ValueError: a budget or ``local_steps`` below 1.
     """
     if budget < 1:
         raise ValueError(f"unlearning budget must be at least 1 step, got {budget}")
+    if local_steps < 1:
+        raise ValueError(f"local_steps must be at least 1, got {local_steps}")
     start = time.perf_counter()
     state = MethodState(original={k: v.detach().clone() for k, v in model.state_dict().items()}, reference=reference)
-    run = _Run(method, model, worker, state, torch.optim.Adam(trainable(model).values(), lr=lr), on_step)
+    run = _Run(method, model, worker, state, torch.optim.Adam(trainable(model).values(), lr=lr), on_step, lr)
     for phase in method.phases(budget):
         if phase.kind == "importance":
             run.dampen(phase)
+            run.rounds += 1
         else:
-            for _ in range(phase.steps):
-                run.step(phase)
+            run.gradient_phase(phase, local_steps)
     return UnlearnReport(
         method=method.name, steps=run.steps, budget=budget, evaluations=run.calls,
         wall_seconds=time.perf_counter() - start - run.monitoring, bytes_communicated=worker.bytes_communicated(),
-        dampened_elements=run.dampened, history=run.history,
+        dampened_elements=run.dampened, history=run.history, local_steps=local_steps, rounds=run.rounds,
     )
 
 
-def planned_callbacks(method: Method, budget: int) -> int:
-    """How many times :func:`run_unlearning` calls ``on_step`` within ``budget``: once per step, once per dampening."""
-    return sum(1 if phase.kind == "importance" else phase.steps for phase in method.phases(budget))
+def planned_callbacks(method: Method, budget: int, local_steps: int = 1) -> int:
+    """How many times :func:`run_unlearning` calls ``on_step`` within ``budget``: once per round of
+    ``local_steps`` steps (the last may be shorter), once per dampening."""
+    return sum(1 if phase.kind == "importance" else -(-phase.steps // local_steps) for phase in method.phases(budget))
 
 
 def term_gradients(method: Method, role: str, phase: Phase, model: nn.Module, batch: Batch, index: int,
@@ -280,6 +417,52 @@ def term_gradients(method: Method, role: str, phase: Phase, model: nn.Module, ba
              for name, p in trainable(model).items()}
     model.zero_grad(set_to_none=True)
     return Gradients(grads=grads, loss=float(loss.detach()), examples=batch.size)
+
+
+def mean_term_gradient(method: Method, role: str, phase: Phase, model: nn.Module, source: BatchSource, first: int,
+                       steps: int, ctx: TermContext, device: torch.device) -> Gradients:
+    """Mean gradient of ``role``'s term over batches ``first .. first + steps - 1`` at fixed weights (a guide)."""
+    total: Tensors = {}
+    loss, examples = 0.0, 0
+    for index in range(first, first + steps):
+        batch = source.batch(index).to(device)
+        reply = term_gradients(method, role, phase, model, batch, index, ctx)
+        total = reply.grads if not total else {k: total[k] + g for k, g in reply.grads.items()}
+        loss += reply.loss
+        examples += reply.examples
+    return Gradients(grads={k: g / steps for k, g in total.items()}, loss=loss / steps, examples=examples)
+
+
+def local_update(method: Method, role: str, phase: Phase, model: nn.Module, source: BatchSource, first: int,
+                 steps: int, ctx: TermContext, lr: float, inputs: RoundInputs, device: torch.device) -> LocalUpdate:
+    """``steps`` Adam steps of ``role``'s local term on batches ``first ..``: a party's work in a local round.
+
+    The optimizer is fresh each round (as in FedAvg training): a party keeps no state
+    between rounds, so a deployed site, which starts a new process per message, does
+    exactly what a simulated one does. ``model`` is moved in place.
+    """
+    model.train()
+    params = trainable(model)
+    start = {name: p.detach().clone() for name, p in params.items()}
+    optimizer = torch.optim.Adam(params.values(), lr=lr)
+    loss, examples = torch.zeros((), device=device), 0
+    for index in range(first, first + steps):
+        batch = source.batch(index).to(device)
+        optimizer.zero_grad(set_to_none=True)
+        objective, term = method.local_term(role, phase, model, batch, index, ctx)
+        objective.backward()
+        grads = {name: (p.grad if p.grad is not None else torch.zeros_like(p)) for name, p in params.items()}
+        followed = method.local_gradient(role, phase, grads, inputs)
+        for name, p in params.items():
+            p.grad = followed[name]
+        optimizer.step()
+        with torch.no_grad():
+            method.after_local_step(role, phase, model, inputs)
+        loss += term.detach()
+        examples += batch.size
+    model.zero_grad(set_to_none=True)
+    delta = {name: p.detach() - start[name] for name, p in params.items()}
+    return LocalUpdate(delta=delta, loss=float(loss) / steps, examples=examples)  # one host sync per round
 
 
 def squared_gradient_mean(method: Method, model: nn.Module, source: BatchSource, batches: int,
@@ -327,6 +510,19 @@ class LocalWorker:
         return {role: squared_gradient_mean(self.method, model, self.sources[role], count,
                                             self._context(role, model), self.device)
                 for role, count in batches.items()}
+
+    def mean_gradients(self, phase: Phase, starts: Mapping[str, int], steps: int,
+                       model: nn.Module) -> dict[str, Gradients]:
+        return {role: mean_term_gradient(self.method, role, phase, model, self.sources[role], first, steps,
+                                         self._context(role, model), self.device)
+                for role, first in starts.items()}
+
+    def local_updates(self, phase: Phase, starts: Mapping[str, int], steps: int, model: nn.Module,
+                      inputs: RoundInputs, lr: float) -> dict[str, LocalUpdate]:
+        # Each party starts from the round's weights: a copy each, as a site loads them from its message.
+        return {role: local_update(self.method, role, phase, copy.deepcopy(model), self.sources[role], first,
+                                   steps, self._context(role, model), lr, inputs, self.device)
+                for role, first in starts.items()}
 
     def available_batches(self, role: str) -> int:
         return self.sources[role].batches_per_pass

@@ -19,3 +19,6 @@ class GradientAscent(Method):
 
     def combine(self, phase: Phase, params: Tensors, grads: Mapping[str, Tensors]) -> Tensors:
         return negated(grads[FORGET])
+
+    def local_sign(self, role: str, phase: Phase) -> float:
+        return -1.0

@@ -6,6 +6,10 @@ used ``-2J + ||theta||_1`` over all 30M weights, whose sign(theta) gradient dwar
 the data term under Adam and shrinks every weight at the learning rate, the
 collapse to PSNR 0 in its Table 2. Dividing by N makes gamma mean "penalty on the
 mean absolute weight", comparable across model sizes.
+
+In local rounds the forget site minimises ``-J(forget) + gamma * mean|theta|`` (the
+penalty needs only the weights, and is counted once, at the forget party) and the
+retain party ``J(retain)``.
 """
 
 from __future__ import annotations
@@ -13,14 +17,22 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import torch
+from torch import nn
 
-from fedforget.unlearning.base import FORGET, RETAIN, Method, Phase, Tensors
+from fedforget.unlearning.base import FORGET, RETAIN, Method, Phase, Tensors, trainable
 
 
 def l1_gradient(params: Tensors, gamma: float) -> Tensors:
     """Gradient of ``gamma * mean|theta|`` over all trainable weights."""
     count = sum(p.numel() for p in params.values())
     return {name: torch.sign(p) * (gamma / count) for name, p in params.items()}
+
+
+def l1_penalty(model: nn.Module, gamma: float) -> torch.Tensor:
+    """``gamma * mean|theta|`` over all trainable weights (its gradient is :func:`l1_gradient`)."""
+    params = trainable(model)
+    count = sum(p.numel() for p in params.values())
+    return sum(p.abs().sum() for p in params.values()) * (gamma / count)
 
 
 class GAL1(Method):
@@ -37,6 +49,12 @@ class GAL1(Method):
             for name, g in grads[RETAIN].items():
                 direction[name] += g
         return direction
+
+    def local_sign(self, role: str, phase: Phase) -> float:
+        return -1.0 if role == FORGET else 1.0
+
+    def local_penalty(self, role: str, phase: Phase, model: nn.Module) -> torch.Tensor | None:
+        return l1_penalty(model, self.cfg.ga_l1.gamma) if role == FORGET else None
 
 
 class GAL1FT(GAL1):

@@ -5,6 +5,10 @@ FedAvg round, ``(N w_global - n_f w_f) / (N - n_f)``, which the server can form
 from the updates it received. The forget site ascends its loss while the weights
 are kept inside the L2 ball of radius ``radius_fraction * ||w_ref - w_random||``
 around ``w_ref``; retain fine-tuning follows.
+
+Local form (``local_steps = k > 1``): the server sends ``w_ref`` and the radius with each
+ascent round, and the forget site projects into the ball after each of its k ascent
+steps, so every local iterate, and the round's result, stays inside it.
 """
 
 from __future__ import annotations
@@ -15,7 +19,15 @@ import torch
 from torch import nn
 
 from fedforget.unlearning.bad_teacher import random_twin
-from fedforget.unlearning.base import FORGET, AscentThenRepair, MethodState, Phase, Tensors, trainable
+from fedforget.unlearning.base import (
+    FORGET,
+    AscentThenRepair,
+    MethodState,
+    Phase,
+    RoundInputs,
+    Tensors,
+    trainable,
+)
 from fedforget.unlearning.ga import negated
 
 
@@ -51,9 +63,8 @@ class PGA(AscentThenRepair):
     def ascent_direction(self, grads: Mapping[str, Tensors]) -> Tensors:
         return negated(grads[FORGET])
 
-    def after_step(self, phase: Phase, model: nn.Module, state: MethodState) -> None:
-        if phase.name != "projected_ascent":
-            return
+    def radius(self, model: nn.Module, state: MethodState) -> float:
+        """``radius_fraction * ||w_ref - w_random||`` (computed once per run)."""
         if state.reference is None:
             raise ValueError("pga needs the retain-site reference model (the last round's site updates)")
         if "radius" not in state.extras:
@@ -61,4 +72,22 @@ class PGA(AscentThenRepair):
             gap = torch.sqrt(sum(torch.sum((random_params[k].float().cpu() - state.reference[k].float().cpu()) ** 2)
                                  for k in trainable(model)))
             state.extras["radius"] = self.cfg.pga.radius_fraction * float(gap)
-        project_to_ball(model, state.reference, state.extras["radius"])
+        return state.extras["radius"]
+
+    def after_step(self, phase: Phase, model: nn.Module, state: MethodState) -> None:
+        if phase.name == self.ascent_name:
+            project_to_ball(model, state.reference, self.radius(model, state))
+
+    def round_input_names(self, phase: Phase) -> tuple[str, ...]:
+        return ("centre",) if phase.name == self.ascent_name else ()
+
+    def round_inputs(self, phase: Phase, model: nn.Module, state: MethodState) -> RoundInputs:
+        if phase.name != self.ascent_name:
+            return RoundInputs()
+        radius = self.radius(model, state)
+        centre = {k: state.reference[k] for k in trainable(model)}
+        return RoundInputs(tensors={"centre": centre}, values={"radius": radius})
+
+    def after_local_step(self, role: str, phase: Phase, model: nn.Module, inputs: RoundInputs) -> None:
+        if role == FORGET and phase.name == self.ascent_name:
+            project_to_ball(model, inputs.tensors["centre"], inputs.values["radius"])
