@@ -4,13 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fedforget.configs.schema import ExperimentConfig
 from fedforget.recon.poison import PoisonSpec, poison_site
-from fedforget.recon.synth import SynthSpec, ensure_synthetic_site
+
+if TYPE_CHECKING:  # the phantom writer (and scipy) only when data is written, not when a site's folder is named
+    from fedforget.recon.synth import SynthSpec
 
 
 def site_spec(cfg: ExperimentConfig, name: str) -> SynthSpec:
+    from fedforget.recon.synth import SynthSpec
+
     site, data = cfg.sites[name], cfg.data
     return SynthSpec(anatomy=site.anatomy, train_volumes=site.train_volumes, test_volumes=site.test_volumes,
                      slices_per_volume=data.slices_per_volume, size=data.size, coils=data.coils,
@@ -36,6 +41,8 @@ def prepare_synthetic_data(cfg: ExperimentConfig, log: Callable[[str], None] = l
     then corrupt the poisoned site's training targets (idempotent: done once per spec)."""
     if cfg.data.kind != "synthetic":
         raise ValueError(f"data.kind={cfg.data.kind!r}: synthetic data is only written for kind 'synthetic'")
+    from fedforget.recon.synth import ensure_synthetic_site
+
     folders = []
     for name in cfg.site_names:
         folder = synthetic_site_dir(cfg, name)
