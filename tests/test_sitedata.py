@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 import fedforget.data.datasets as datasets
 from fedforget.data.batches import BatchSource, subset_indices
@@ -51,3 +52,27 @@ def test_validation_memo_skips_unchanged_files_and_rechecks_changed_ones(
     assert len(calls) == 2, "a changed file is validated again"
     open_split(site / "train", mask, cache=False, scan_kspace=False)
     assert len(calls) == 2, "a full scan also covers the structural check"
+
+
+def test_slice_metadata_memo_gives_the_same_samples_and_rereads_a_changed_file(
+        site: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from fastmri.data import SliceDataset
+
+    monkeypatch.setenv("FEDFORGET_CACHE", str(tmp_path / "cache"))
+    headers = []
+    real = SliceDataset._retrieve_metadata
+    monkeypatch.setattr(SliceDataset, "_retrieve_metadata", lambda self, f: headers.append(f.name) or real(self, f))
+    mask = make_mask_func("equispaced_fraction", 4, 0.08)
+    first = open_split(site / "train", mask, cache=False)
+    assert len(headers) == 2, "the first process reads both volumes' headers"
+    again = open_split(site / "train", mask, cache=False)  # as a fresh process would
+    assert len(headers) == 2, "a second opening reads no header"
+    assert [(s.fname, s.slice_ind) for s in again.raw_samples] == [(s.fname, s.slice_ind) for s in first.raw_samples]
+    for i in range(len(first)):
+        mine, theirs = first[i], again[i]
+        assert torch.equal(mine.masked_kspace, theirs.masked_kspace) and torch.equal(mine.target, theirs.target)
+        assert mine.crop_size == theirs.crop_size and float(mine.max_value) == float(theirs.max_value)
+    touched = sorted((site / "train").iterdir())[1]
+    os.utime(touched, ns=(touched.stat().st_atime_ns, touched.stat().st_mtime_ns + 1_000_000))
+    open_split(site / "train", mask, cache=False)
+    assert headers[2:] == [touched.name], "only the changed volume's header is read again"
