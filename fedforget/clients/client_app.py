@@ -31,6 +31,7 @@ from fedforget.strategies.protocol import (
     config_of,
     error_reply,
     metrics_reply,
+    state_from_arrays,
 )
 from fedforget.unlearning import get_method
 from fedforget.unlearning.base import Phase, TermContext, frozen_copy, squared_gradient_mean, term_gradients
@@ -138,7 +139,7 @@ def unlearn_share(message: Message, runtime: SiteRuntime) -> Message:
     ctx = TermContext(loss=runtime.loss, seed=runtime.cfg.seed)
     if ORIGINAL in message.content.array_records:
         original = frozen_copy(model)
-        original.load_state_dict(message.content[ORIGINAL].to_torch_state_dict())
+        original.load_state_dict(state_from_arrays(message.content[ORIGINAL]))
         ctx.original = original
     method.prepare(role, ctx, model)
     phase = Phase(str(config["phase"]), str(config["kind"]), int(config["steps"]), (role,))
