@@ -96,6 +96,11 @@ class SiteRuntime:
             self._splits[name] = dataset
         return self._splits[name]
 
+    @property
+    def read_seconds(self) -> float:
+        """Seconds this process spent reading the site's slices from their files."""
+        return sum(split.read_seconds for split in self._splits.values())
+
     def load(self, arrays: ArrayRecord) -> nn.Module:
         """The site's model holding the received weights."""
         self.model.load_state_dict(state_from_arrays(arrays))
