@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from bench import data_path, federation_overhead, gpu, unlearning_cost
+from bench import data_path, deployment, federation_overhead, gpu, unlearning_cost
 
 
 def main() -> None:
     data_path.main([])
     federation_overhead.main([])
     unlearning_cost.main([])
+    deployment.main([])
     gpu.main([])
 
 

@@ -142,3 +142,52 @@ def test_a_site_contrast_of_the_other_anatomy_is_a_config_error() -> None:
         site_spec(cfg, "knee-0")
     assert site_spec(load_experiment("smoke", ["sites.knee-0.contrasts=[CORPDFS_FBK]"]), "knee-0").contrasts == \
         ("CORPDFS_FBK",)
+def test_a_run_config_is_composed_once_per_machine_and_read_back_equal(
+        tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import fedforget.configs.compose as compose
+    from fedforget.configs.cache import composed_path
+
+    monkeypatch.setenv("FEDFORGET_CACHE", str(tmp_path))
+    run_config = {"experiment": "demo", "overrides": "unlearning.methods=[all] seed=3 federation.lr=0.002"}
+    monkeypatch.setattr(compose, "_FROM_RUN_CONFIG", {})
+    first = compose.load_from_run_config(run_config)
+    assert first == load_experiment("demo", ["unlearning.methods=[all]", "seed=3", "federation.lr=0.002"])
+    assert composed_path("demo", run_config["overrides"]).is_file()
+
+    # A fresh process (empty in-process memo) must not compose again: Hydra is not even reachable.
+    monkeypatch.setattr(compose, "_FROM_RUN_CONFIG", {})
+    monkeypatch.setattr(compose, "_hydra", lambda: pytest.fail("composed again instead of reading the memo"))
+    again = compose.load_from_run_config(run_config)
+    assert again == first and again is not first
+    assert type(again.federation.lr) is float and again.unlearning.methods == list(REGISTRY)
+
+
+def test_a_damaged_or_foreign_config_memo_is_composed_again(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import fedforget.configs.compose as compose
+    from fedforget.configs.cache import composed_path
+
+    monkeypatch.setenv("FEDFORGET_CACHE", str(tmp_path))
+    run_config = {"experiment": "smoke", "overrides": "seed=5"}
+    assert composed_path("smoke", "seed=5") != composed_path("smoke", "seed=6")
+    path = composed_path("smoke", "seed=5")
+    for damage in ("{not json", '{"name": "smoke", "no_such_key": 1}'):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(damage)
+        monkeypatch.setattr(compose, "_FROM_RUN_CONFIG", {})
+        assert compose.load_from_run_config(run_config) == load_experiment("smoke", ["seed=5"])
+
+
+def test_the_config_memo_key_covers_every_config_file(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    import fedforget.configs.cache as cache
+
+    copy = tmp_path / "configs"
+    shutil.copytree(cache.CONFIG_DIR, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(cache, "CONFIG_DIR", copy)
+    monkeypatch.setattr(cache, "_CODE_FINGERPRINT", [])
+    before = cache.composed_path("smoke", "")
+    experiment = copy / "experiment" / "smoke.yaml"
+    experiment.write_text(experiment.read_text().replace("rounds: 2", "rounds: 3"))
+    monkeypatch.setattr(cache, "_CODE_FINGERPRINT", [])
+    assert cache.composed_path("smoke", "") != before, "an edited experiment file must not hit the old memo"

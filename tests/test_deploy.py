@@ -5,7 +5,8 @@ teardown, also when the test fails. Each test has its own ``FLWR_HOME`` per role
 (SuperLink, each SuperNode, the coordinator's CLI), as on separate machines.
 
 Speed (2 cores): every message to a site starts a fresh ClientApp process (Flower
-1.42's subprocess isolation), so the deployed tests run a shrunk smoke workload
+1.42's subprocess isolation; the TLS test forks it from a warm template,
+``fedforget.launch.warm_clientapp``, the insecure one starts it cold), so the deployed tests run a shrunk smoke workload
 (one round, one method, one unlearning step; every phase still runs), poll the
 SuperLink every 0.1 s (``SUPERNODE_POLL_SECONDS``) and keep torch to one thread per
 process (``OMP_NUM_THREADS=1``: three processes share two cores). The runs share the server's
@@ -31,7 +32,15 @@ import pytest
 from fedforget.configs.compose import load_experiment
 from fedforget.data.sites import site_folders
 from fedforget.data.synthetic import prepare_synthetic_data
-from fedforget.launch.deploy import DEPLOY_DIR, DeployError, Process, start_superlink, start_supernode, wait_for_node_id
+from fedforget.launch.deploy import (
+    DEPLOY_DIR,
+    DeployError,
+    Process,
+    start_superlink,
+    start_supernode,
+    wait_for_node_id,
+    wait_for_warm_template,
+)
 from fedforget.launch.flower import descendants, flower_bin, flower_env, free_port
 from fedforget.strategies.link import send_and_receive
 
@@ -83,11 +92,11 @@ class Federation:
         return self.link
 
     def start_node(self, site: str, data_path: Path, ca_cert: Path | None = None, key: Path | None = None,
-                   name: str | None = None) -> Process:
+                   name: str | None = None, warm: bool = False) -> Process:
         role = name or site
         runtime_port = free_port()
         node = start_supernode(self.address, site, data_path, self.home(role), self.root / f"{role}.log",
-                               runtime_port, ca_cert, key, poll_seconds=POLL_SECONDS)
+                               runtime_port, ca_cert, key, poll_seconds=POLL_SECONDS, warm_clientapp=warm)
         self.processes.append(node)
         return node
 
@@ -213,10 +222,12 @@ def test_tls_and_node_authentication_refuse_an_unregistered_supernode(
     # Registering a key twice (re-running the procedure) is not an error.
     assert "registered already" in ok(script("register-site.sh", "hospitals", SITES[0], keys, home=coordinator))
 
-    nodes = [federation.start_node(site, site_data[site], certs / "ca.crt", keys / site) for site in SITES]
+    # These SuperNodes fork each ClientApp process from a warm template (the insecure test runs them cold).
+    nodes = [federation.start_node(site, site_data[site], certs / "ca.crt", keys / site, warm=True) for site in SITES]
     rogue = federation.start_node("rogue-0", site_data["knee-0"], certs / "ca.crt", keys / "rogue-0")
     for node in nodes:
         wait_for_node_id(node)
+        wait_for_warm_template(node)
 
     # Flower 1.42: the SuperLink answers the unregistered key's activation with ApiError 2004
     # and the SuperNode exits (status 1, Flower exit code 305) instead of retrying.
@@ -237,6 +248,11 @@ def test_tls_and_node_authentication_refuse_an_unregistered_supernode(
     assert training == {(1, "brain-0"): "ok", (1, "knee-0"): "failed", (2, "brain-0"): "ok", (2, "knee-0"): "ok"}
     nodes_seen = _node_list(coordinator)
     assert len(nodes_seen) == 2, "only the two registered keys are known to the SuperLink"
+    # Every message of the run was served by a warm process, the crashed one included; the template survived it.
+    messages = sum(e["site"] == "knee-0" for e in ledger)
+    knee_log = nodes[1].log()
+    assert knee_log.count("forked ClientApp process") >= messages, knee_log[-3000:]
+    assert knee_log.count(" ready (") == 1 and "restarting it" not in knee_log, knee_log[-3000:]
 
 
 def _node_list(home: Path) -> list[dict]:
@@ -392,3 +408,50 @@ def test_send_and_receive_polls_quickly_and_keeps_late_replies_out() -> None:
     started = time.monotonic()
     assert send_and_receive(Silent(), [1], timeout=0.5) == []  # type: ignore[arg-type]
     assert 0.4 < time.monotonic() - started < 1.5
+
+
+def test_a_clientapp_process_imports_no_hydra_plotting_or_scipy() -> None:
+    # Every deployed message starts a fresh process; each of these costs 0.2-1 s of imports there.
+    import sys
+
+    code = ("import json, sys; import fedforget.clients.client_app; "
+            "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(DEPLOY_DIR.parent)}, check=True)
+    loaded = set(json.loads(done.stdout))
+    assert {"torch", "flwr", "fastmri"} <= loaded
+    assert not loaded & {"hydra", "omegaconf", "matplotlib", "scipy", "skimage", "tensorboard"}, loaded
+
+
+def test_the_warm_template_is_restarted_after_a_crash_and_never_forks_before_it_is_ready() -> None:
+    import sys
+
+    from fedforget.launch.warm_clientapp import Template
+
+    template = Template([sys.executable, "-m", "fedforget.launch.warm_clientapp", "template", "--preload", "json"])
+    try:
+        assert template.fork(["flwr-clientapp", "--help"], True) is None, "not started: the task must start cold"
+        first = _until_ready(template)
+        child = template.fork(["flwr-clientapp", "--no-such-flag"], True)  # the child fails (argparse exits 2)
+        assert child is not None and child != first
+        time.sleep(1.0)
+        template.check()
+        assert template.ready and template.pid == first, "a failing ClientApp process must not take the template"
+        os.kill(first, signal.SIGKILL)
+        time.sleep(0.5)
+        template.check()
+        assert template.pid not in (None, first), "a dead template is restarted"
+        assert template.fork(["flwr-clientapp", "--help"], True) is None, "restarting: the task must start cold"
+        assert _until_ready(template) != first
+    finally:
+        template.stop()
+    assert not Path(f"/proc/{template.pid}").exists()
+
+
+def _until_ready(template, timeout: float = 60.0) -> int:
+    deadline = time.monotonic() + timeout
+    while not template.ready:
+        assert time.monotonic() < deadline, "the template did not become ready"
+        template.check()
+        time.sleep(0.05)
+    return template.pid

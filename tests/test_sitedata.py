@@ -12,6 +12,7 @@ from pathlib import Path
 
 import h5py
 import pytest
+import torch
 from run_helpers import REPO
 
 import fedforget.data.datasets as datasets
@@ -147,3 +148,25 @@ def test_model_cache_key_changes_with_the_training_data_not_with_a_touch(tmp_pat
     described = SiteRuntime(cfg, resolve_site({"partition-id": 0}, cfg), simulated=False).data_description()
     assert described["poison_manifest_sha256"] == hashlib.sha256(b"{}").hexdigest()
     assert _cache_key(cfg) != grown, "another poison manifest must retrain the model"
+def test_slice_metadata_memo_gives_the_same_samples_and_rereads_a_changed_file(
+        site: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from fastmri.data import SliceDataset
+
+    monkeypatch.setenv("FEDFORGET_CACHE", str(tmp_path / "cache"))
+    headers = []
+    real = SliceDataset._retrieve_metadata
+    monkeypatch.setattr(SliceDataset, "_retrieve_metadata", lambda self, f: headers.append(f.name) or real(self, f))
+    mask = make_mask_func("equispaced_fraction", 4, 0.08)
+    first = open_split(site / "train", mask, cache=False)
+    assert len(headers) == 2, "the first process reads both volumes' headers"
+    again = open_split(site / "train", mask, cache=False)  # as a fresh process would
+    assert len(headers) == 2, "a second opening reads no header"
+    assert [(s.fname, s.slice_ind) for s in again.raw_samples] == [(s.fname, s.slice_ind) for s in first.raw_samples]
+    for i in range(len(first)):
+        mine, theirs = first[i], again[i]
+        assert torch.equal(mine.masked_kspace, theirs.masked_kspace) and torch.equal(mine.target, theirs.target)
+        assert mine.crop_size == theirs.crop_size and float(mine.max_value) == float(theirs.max_value)
+    touched = sorted((site / "train").iterdir())[1]
+    os.utime(touched, ns=(touched.stat().st_atime_ns, touched.stat().st_mtime_ns + 1_000_000))
+    open_split(site / "train", mask, cache=False)
+    assert headers[2:] == [touched.name], "only the changed volume's header is read again"

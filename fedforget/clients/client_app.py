@@ -10,6 +10,12 @@
 
 from __future__ import annotations
 
+from fedforget.strategies.trace import process_started_at, trace, tracing
+
+if tracing():  # before any heavy import: when this process began, and when Flower handed it the app
+    trace("clientapp_process_start", when=process_started_at())
+    trace("clientapp_import_start")
+
 import os
 import time
 from collections.abc import Callable
@@ -60,13 +66,20 @@ def _site_action(handler: Handler) -> Callable[[Message, Context], Message]:
     @wraps(handler)
     def run(message: Message, context: Context) -> Message:
         site = str(context.node_config.get("site", f"partition-{context.node_config.get('partition-id', '?')}"))
+        trace("handler_start", id=message.metadata.message_id, type=message.metadata.message_type, site=site)
+        runtime = None
         try:
             cfg = load_from_run_config(dict(context.run_config))
+            trace("config_ready")
             runtime = runtime_for(cfg, dict(context.node_config))
+            trace("runtime_ready")
             site = runtime.name
             return handler(message, runtime)
         except Exception as err:  # noqa: BLE001 - every failure must reach the server as a reason
             return error_reply(message, site, err)
+        finally:
+            trace("handler_end", id=message.metadata.message_id,
+                  read_seconds=runtime.read_seconds if runtime is not None else 0.0)
 
     return run
 
@@ -190,3 +203,6 @@ def unlearn_share(message: Message, runtime: SiteRuntime) -> Message:
         reply = term_gradients(method, role, phase, model, batch, index, ctx)
     return metrics_reply(message, {"num-examples": reply.examples, "loss": reply.loss},
                          arrays_from_state(reply.grads))
+
+
+trace("clientapp_import_end")

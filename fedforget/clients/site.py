@@ -158,6 +158,9 @@ class SiteRuntime:
                                        for split in SPLITS}
         description["poison_manifest_sha256"] = poison_manifest_sha256(self.identity.folders["train"])
         return description
+    def read_seconds(self) -> float:
+        """Seconds this process spent reading the site's slices from their files."""
+        return sum(split.read_seconds for split in self._splits.values())
 
     def load(self, arrays: ArrayRecord) -> nn.Module:
         """The site's model holding the received weights."""

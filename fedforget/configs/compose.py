@@ -1,25 +1,37 @@
-"""Compose experiments with Hydra's compose API (never ``@hydra.main``, which fights Flower)."""
+"""Compose experiments with Hydra's compose API (never ``@hydra.main``, which fights Flower).
+
+Hydra and OmegaConf are imported only when a config is really composed: a deployed
+ClientApp process finds its experiment in the on-disk memo (``fedforget.configs.cache``)
+and never pays for them.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from hydra import compose, initialize_config_module
-from hydra.core.config_store import ConfigStore
-from hydra.errors import HydraException
-from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
-
+from fedforget.configs.cache import read_composed, write_composed
 from fedforget.configs.schema import METHOD_NAMES, ExperimentConfig
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
 
 CONFIG_MODULE = "fedforget.configs"
 PRIMARY_CONFIG = "config"
 SCHEMA_NAME = "experiment_schema"
 
-ConfigStore.instance().store(name=SCHEMA_NAME, node=ExperimentConfig)
+
+def _hydra() -> tuple[Any, Any, tuple[type[BaseException], ...]]:
+    """Hydra's ``compose`` and ``initialize_config_module`` with the schema registered, and its error types."""
+    from hydra import compose, initialize_config_module
+    from hydra.core.config_store import ConfigStore
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    ConfigStore.instance().store(name=SCHEMA_NAME, node=ExperimentConfig)  # idempotent
+    return compose, initialize_config_module, (HydraException, OmegaConfBaseException)
 
 
 class ConfigError(ValueError):
@@ -51,21 +63,23 @@ def compose_config(experiment: str, overrides: Sequence[str] = ()) -> DictConfig
             with Hydra's own message.
     """
     all_overrides = [f"experiment={experiment}", *overrides]
+    compose, initialize_config_module, errors = _hydra()
     try:
         with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
             cfg = compose(config_name=PRIMARY_CONFIG, overrides=all_overrides)
-    except (HydraException, OmegaConfBaseException) as err:
+    except errors as err:
         raise ConfigError(f"cannot compose experiment {experiment!r} with {list(overrides)}: {err}") from err
     return cfg
 
 
 def declared_sweep(experiment: str, overrides: Sequence[str] = ()) -> list[str]:
     """The sweep an experiment declares in Hydra's ``hydra.sweeper.params``, as ``key=a,b,c`` overrides."""
+    compose, initialize_config_module, errors = _hydra()
     try:
         with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
             cfg = compose(config_name=PRIMARY_CONFIG, overrides=[f"experiment={experiment}", *overrides],
                           return_hydra_config=True)
-    except (HydraException, OmegaConfBaseException) as err:
+    except errors as err:
         raise ConfigError(f"cannot compose experiment {experiment!r} with {list(overrides)}: {err}") from err
     params = cfg.hydra.sweeper.get("params") or {}
     return [f"{key}={value}" for key, value in params.items()]
@@ -73,6 +87,9 @@ def declared_sweep(experiment: str, overrides: Sequence[str] = ()) -> list[str]:
 
 def to_experiment(cfg: DictConfig) -> ExperimentConfig:
     """Turn a composed config into validated dataclasses (runs every ``__post_init__`` check)."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
     try:
         experiment = OmegaConf.to_object(cfg)
     except (ValueError, OmegaConfBaseException) as err:
@@ -104,6 +121,8 @@ def _check_methods(experiment: ExperimentConfig) -> None:
 
 def to_plain(experiment: ExperimentConfig) -> dict[str, Any]:
     """The experiment as plain containers (for YAML / JSON output)."""
+    from omegaconf import OmegaConf
+
     return OmegaConf.to_container(OmegaConf.structured(experiment), resolve=True)  # type: ignore[return-value]
 
 
@@ -118,10 +137,12 @@ _FROM_RUN_CONFIG: dict[tuple[str, str], ExperimentConfig] = {}
 
 
 def load_from_run_config(run_config: dict[str, Any]) -> ExperimentConfig:
-    """The experiment named by a Flower run config (``experiment`` + ``overrides``), cached per process.
+    """The experiment named by a Flower run config (``experiment`` + ``overrides``).
 
     Server and sites compose the same experiment from the same run config, so no
-    config needs to travel in messages.
+    config needs to travel in messages. Remembered per process and on disk (see
+    ``fedforget.configs.cache``): a fresh process skips Hydra when this machine
+    composed the same run config with the same config files before.
     """
     missing = [key for key in ("experiment", "overrides") if key not in run_config]
     if missing:
@@ -129,5 +150,9 @@ def load_from_run_config(run_config: dict[str, Any]) -> ExperimentConfig:
                           "(see [tool.flwr.app.config] in pyproject.toml)")
     key = (str(run_config["experiment"]), str(run_config["overrides"]))
     if key not in _FROM_RUN_CONFIG:
-        _FROM_RUN_CONFIG[key] = load_experiment(key[0], split_overrides(key[1]))
+        cfg = read_composed(*key)
+        if cfg is None:
+            cfg = load_experiment(key[0], split_overrides(key[1]))
+            write_composed(*key, cfg)
+        _FROM_RUN_CONFIG[key] = cfg
     return _FROM_RUN_CONFIG[key]

@@ -13,15 +13,18 @@ import dataclasses
 import hashlib
 import json
 import os
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
 
+import numpy as np
 import torch
 from fastmri.data import SliceDataset
 from fastmri.data.subsample import MaskFunc
 from fastmri.data.transforms import VarNetDataTransform, VarNetSample
 
+from fedforget.configs.cache import cache_root
 from fedforget.recon.hdf5io import DataFileError, VolumeInfo, check_slice_values, validate_folder
 from fedforget.recon.poison import poison_target
 
@@ -63,18 +66,29 @@ def collate(samples: Sequence[VarNetSample]) -> Batch:
 
 
 class CachedSliceDataset(SliceDataset):
-    """fastMRI SliceDataset that keeps each raw slice in memory after its first read."""
+    """fastMRI SliceDataset that keeps each raw slice in memory after its first read.
+
+    Opening it reads every volume's ISMRMRD header (fastMRI's ``_retrieve_metadata``);
+    that metadata is remembered on disk per file (same size and mtime), so a fresh
+    process opening the same folder reads no header again.
+    """
 
     def __init__(self, root: Path, transform: VarNetDataTransform, cache: bool, check_values: bool = False) -> None:
-        super().__init__(root=root, challenge="multicoil", transform=transform)
+        memo_path = _memo_path("slice-metadata", Path(root))
+        self._metadata_memo, self._metadata_seen = _read_memo(memo_path), {}
+        super().__init__(root=root, challenge="multicoil", transform=transform)  # calls _retrieve_metadata
+        if self._metadata_seen != self._metadata_memo:
+            _write_memo(memo_path, self._metadata_seen)
         self.cache = cache
         self.check_values = check_values
         self._raw: dict[int, tuple] = {}
+        self.read_seconds = 0.0  # spent reading slices from their files (what a fresh process pays again)
 
     def __getitem__(self, i: int) -> VarNetSample:
         raw = self._raw.get(i)
         if raw is None:
             transform, self.transform = self.transform, None
+            started = time.perf_counter()
             try:
                 raw = super().__getitem__(i)
             except OSError as err:  # h5py's error for a chunk that cannot be read: bad data, not a fault
@@ -84,6 +98,7 @@ class CachedSliceDataset(SliceDataset):
                                     sample.slice_ind) from err
             finally:
                 self.transform = transform
+                self.read_seconds += time.perf_counter() - started
             if self.check_values:
                 check_slice_values(self.raw_samples[i].fname, self.raw_samples[i].slice_ind, raw[0])
             if self.cache:
@@ -94,6 +109,21 @@ class CachedSliceDataset(SliceDataset):
         """The file name (volume) that slice ``i`` belongs to."""
         return self.raw_samples[i].fname.name
 
+    def _retrieve_metadata(self, fname: Path) -> tuple[dict, int]:
+        path = Path(fname)
+        known = self._metadata_memo.get(path.name)
+        if known and known["key"] == _file_key(path):
+            metadata = {k: tuple(v) if k in _TUPLE_METADATA else v for k, v in known["metadata"].items()}
+            self._metadata_seen[path.name] = known
+            return metadata, int(known["num_slices"])
+        metadata, num_slices = super()._retrieve_metadata(fname)
+        plain = {k: v.item() if isinstance(v, np.generic) else v for k, v in metadata.items()}
+        try:
+            json.dumps(plain)
+        except (TypeError, ValueError):  # an attribute JSON cannot hold: read this file's header every time
+            return metadata, num_slices
+        self._metadata_seen[path.name] = {"key": _file_key(path), "num_slices": num_slices, "metadata": plain}
+        return metadata, num_slices
 
 class SliceSubset:
     """Some slices of a dataset, indexable like it (a named forget set, a site's retain part)."""
@@ -137,9 +167,29 @@ class PoisonedTargets:
         return self.dataset.volume_of(i)
 
 
-def cache_root() -> Path:
-    """Where per-machine caches live (``$FEDFORGET_CACHE``, default ``~/.cache/fedforget``)."""
-    return Path(os.environ.get("FEDFORGET_CACHE", Path.home() / ".cache" / "fedforget"))
+
+# fastMRI's header metadata that is a tuple (JSON reads it back as a list).
+_TUPLE_METADATA = ("encoding_size", "recon_size")
+
+
+def _memo_path(kind: str, folder: Path) -> Path:
+    return cache_root() / kind / f"{hashlib.sha1(str(folder.resolve()).encode()).hexdigest()}.json"
+
+
+def _read_memo(path: Path) -> dict:
+    try:
+        memo = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return memo if isinstance(memo, dict) else {}
+
+
+def _write_memo(path: Path, memo: dict) -> None:
+    with contextlib.suppress(OSError):  # a read-only home only costs the memo
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}")
+        tmp.write_text(json.dumps(memo))
+        os.replace(tmp, path)
 
 
 def _file_key(path: Path) -> list[int]:
@@ -154,11 +204,8 @@ def validated_volumes(folder: Path, scan_kspace: bool) -> list[VolumeInfo]:
     site would re-read every volume's target on every round.
     """
     folder = Path(folder)
-    memo_path = cache_root() / "validated" / f"{hashlib.sha1(str(folder.resolve()).encode()).hexdigest()}.json"
-    try:
-        memo = json.loads(memo_path.read_text())
-    except (OSError, ValueError):
-        memo = {}
+    memo_path = _memo_path("validated", folder)
+    memo = _read_memo(memo_path)
     entries = sorted(folder.iterdir()) if folder.is_dir() else []
     known = [memo.get(p.name) for p in entries]
     if entries and all(m and m["key"] == _file_key(p) and (m["scanned"] or not scan_kspace)
@@ -169,11 +216,7 @@ def validated_volumes(folder: Path, scan_kspace: bool) -> list[VolumeInfo]:
     memo = {info.path.name: {"key": _file_key(info.path), "scanned": scan_kspace,
                              "info": {k: v for k, v in dataclasses.asdict(info).items() if k != "path"}}
             for info in infos}
-    with contextlib.suppress(OSError):  # a read-only home only costs the memo
-        memo_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = memo_path.with_name(f".{memo_path.name}.{os.getpid()}")
-        tmp.write_text(json.dumps(memo))
-        os.replace(tmp, memo_path)
+    _write_memo(memo_path, memo)
     return infos
 
 

@@ -11,11 +11,14 @@ import contextlib
 import fcntl
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fedforget.configs.compose import ConfigError
 from fedforget.configs.schema import ExperimentConfig
 from fedforget.recon.poison import PoisonSpec, poison_site
-from fedforget.recon.synth import SynthSpec, ensure_synthetic_site
+
+if TYPE_CHECKING:  # the phantom writer (and scipy) only when data is written, not when a site's folder is named
+    from fedforget.recon.synth import SynthSpec
 
 
 def site_spec(cfg: ExperimentConfig, name: str) -> SynthSpec:
@@ -24,6 +27,8 @@ def site_spec(cfg: ExperimentConfig, name: str) -> SynthSpec:
     Raises:
         ConfigError: the site's contrasts are not ones its anatomy has (the message names them).
     """
+    from fedforget.recon.synth import SynthSpec
+
     site, data = cfg.sites[name], cfg.data
     try:
         return SynthSpec(anatomy=site.anatomy, train_volumes=site.train_volumes, test_volumes=site.test_volumes,
@@ -69,6 +74,8 @@ def prepare_synthetic_data(cfg: ExperimentConfig, log: Callable[[str], None] = l
     """
     if cfg.data.kind != "synthetic":
         raise ValueError(f"data.kind={cfg.data.kind!r}: synthetic data is only written for kind 'synthetic'")
+    from fedforget.recon.synth import ensure_synthetic_site
+
     folders = []
     for name in cfg.site_names:
         folder = synthetic_site_dir(cfg, name)

@@ -12,9 +12,11 @@ they share with the tests:
 - :func:`submit` runs ``flwr run --stream`` and returns the run's *real* outcome:
   ``flwr run`` exits 0 even when the run failed, so Flower's own record
   (``flwr ls``) and the run folder's ``status.json`` must both say completed.
-- ``python -m fedforget.launch.deploy supernode --poll-seconds S -- ARGS`` is
-  ``flower-supernode ARGS`` polling the SuperLink every S seconds instead of
-  Flower 1.42's fixed 3 s (not configurable there).
+- ``python -m fedforget.launch.deploy supernode [--poll-seconds S] [--warm-clientapp] -- ARGS``
+  is ``flower-supernode ARGS`` polling the SuperLink every S seconds instead of
+  Flower 1.42's fixed 3 s (not configurable there), and with ``--warm-clientapp``
+  forking each message's ClientApp process from a template that imported torch and
+  Flower once (:mod:`fedforget.launch.warm_clientapp`).
 - ``python -m fedforget.launch.deploy supervise -- COMMAND`` runs a Flower process
   so that a SIGTERM / SIGINT to *this* PID stops it and everything it started
   (Flower's SuperNode leaves its ``flower-superexec`` running when signalled alone).
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import re
 import subprocess
@@ -54,6 +57,7 @@ from fedforget.launch.flower import (
 from fedforget.launch.outcome import RunOutcome, read_outcome
 from fedforget.launch.signals import Interrupted, stop_on_signals
 from fedforget.launch.watch import watched_run
+from fedforget.strategies.trace import trace, tracing
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 DEPLOY_DIR = PROJECT_DIR / "deploy"
@@ -153,7 +157,8 @@ def start_superlink(cert_dir: Path | None, port: int, flwr_home: Path, log_path:
 
 def start_supernode(superlink: str, site: str, data_path: Path, flwr_home: Path, log_path: Path,
                     runtime_port: int, ca_cert: Path | None = None, key: Path | None = None,
-                    poll_seconds: float | None = None, max_wait: float | None = None) -> Process:
+                    poll_seconds: float | None = None, max_wait: float | None = None,
+                    warm_clientapp: bool = False) -> Process:
     """``deploy/start-supernode.sh`` for one site (returns at once; see :func:`wait_for_node_id`).
 
     Args:
@@ -167,6 +172,8 @@ def start_supernode(superlink: str, site: str, data_path: Path, flwr_home: Path,
         key: the site's private key (node authentication); required with ``ca_cert``.
         poll_seconds: poll the SuperLink every this many seconds instead of Flower's 3 s.
         max_wait: give up after this many seconds without reaching the SuperLink.
+        warm_clientapp: fork each message's ClientApp process from a warm template
+            (``SUPERNODE_WARM_CLIENTAPP=1``; see :mod:`fedforget.launch.warm_clientapp`).
 
     Returns:
         The SuperNode process; stop it with ``.stop()``.
@@ -179,6 +186,8 @@ def start_supernode(superlink: str, site: str, data_path: Path, flwr_home: Path,
         env["SUPERNODE_POLL_SECONDS"] = f"{poll_seconds:g}"
     if max_wait is not None:
         env["SUPERNODE_MAX_WAIT"] = f"{max_wait:g}"
+    if warm_clientapp:
+        env["SUPERNODE_WARM_CLIENTAPP"] = "1"
     command = ["bash", str(deploy_script("start-supernode.sh")), superlink, site, str(data_path)]
     if ca_cert is not None and key is not None:
         command += [str(ca_cert), str(key)]
@@ -201,6 +210,25 @@ def wait_for_node_id(node: Process, timeout: float = 60.0) -> int:
                               f"{_tail(node.log())}")
         time.sleep(0.2)
     raise DeployError(f"{node.name} did not connect within {timeout:.0f} s:\n{_tail(node.log())}")
+
+
+def wait_for_warm_template(node: Process, timeout: float = 120.0) -> None:
+    """Until a SuperNode started with ``warm_clientapp`` has its template ready (torch and Flower imported).
+
+    Until then its ClientApp processes start cold, which is correct but slow; benchmarks and
+    tests wait so that every message they time is a warm one.
+
+    Raises:
+        DeployError: the SuperNode exited, or its template was not ready within ``timeout``.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if re.search(r"warm ClientApp: template \d+ ready", node.log()):
+            return
+        if not node.running():
+            raise DeployError(f"{node.name} exited with code {node.process.returncode}:\n{_tail(node.log())}")
+        time.sleep(0.2)
+    raise DeployError(f"{node.name}: warm ClientApp template not ready within {timeout:.0f} s:\n{_tail(node.log())}")
 
 
 def connect(flwr_home: Path, name: str, address: str, ca_cert: Path | None = None) -> Path:
@@ -307,25 +335,60 @@ class _CappedSleep:
         return getattr(self._time, name)
 
 
-def run_supernode(poll_seconds: float, arguments: Sequence[str]) -> None:
-    """``flower-supernode ARGUMENTS`` with the SuperNode polling every ``poll_seconds`` (in this process).
+class _TraceHandler(logging.Handler):
+    """Turns the SuperNode's own log lines about a message into trace events (``$FEDFORGET_TRACE``)."""
+
+    EVENTS = {"Receiving:": "node_receiving", "Received successfully": "node_received",
+              "Sending:": "node_sending", "Sent successfully": "node_sent"}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = record.getMessage()
+        for prefix, event in self.EVENTS.items():
+            if text.startswith(prefix):
+                trace(event, when=record.created, text=text)
+
+
+class _SuperExecLauncher:
+    """Stands in for the ``subprocess`` module inside Flower's SuperNode loop: its one ``Popen`` starts
+    ``flower-superexec``, which becomes the SuperExec of :mod:`fedforget.launch.warm_clientapp` (same arguments)."""
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(subprocess, name)
+
+    def Popen(self, command: Sequence[str], *args: object, **kwargs: object) -> subprocess.Popen:  # noqa: N802
+        if list(command[:1]) != ["flower-superexec"]:
+            raise DeployError(f"the SuperNode started {list(command)}, not flower-superexec: "
+                              f"unset SUPERNODE_WARM_CLIENTAPP on this Flower version")
+        warm = [sys.executable, "-m", "fedforget.launch.warm_clientapp", "superexec", *command[1:]]
+        return subprocess.Popen(warm, *args, **kwargs)  # type: ignore[call-overload]
+
+
+def run_supernode(poll_seconds: float | None, arguments: Sequence[str], warm_clientapp: bool = False) -> None:
+    """``flower-supernode ARGUMENTS`` in this process, polling every ``poll_seconds`` and/or with warm ClientApps.
 
     Raises:
         DeployError: the installed Flower does not have the loop this patches (a version other than 1.42).
     """
-    if not 0.01 <= poll_seconds <= 60:
+    if poll_seconds is not None and not 0.01 <= poll_seconds <= 60:
         raise DeployError(f"--poll-seconds {poll_seconds} must be between 0.01 and 60")
     import flwr.supernode.start_client_internal as loop
     from flwr.supercore.version import package_version
     from flwr.supernode.cli import flower_supernode
 
-    # The patch relies on that module's `import time` and plain polling sleeps, read in 1.42's source.
-    if not package_version.startswith("1.42.") or getattr(loop, "time", None) is not time:
-        raise DeployError(f"SUPERNODE_POLL_SECONDS patches Flower 1.42's SuperNode loop, but flwr is "
-                          f"{package_version}: unset it to run the plain flower-supernode")
-    loop.time = _CappedSleep(poll_seconds)  # type: ignore[assignment]
-    # The SuperNode's SuperExec (a separate process) polls for ClientApp tasks; Flower reads this variable.
-    os.environ.setdefault("FLWR_SUPEREXEC_TASK_POLL_INTERVAL", f"{poll_seconds:g}")
+    # The patches rely on that module's `import time` / `import subprocess`, plain polling sleeps and one
+    # Popen of flower-superexec, read in 1.42's source.
+    if not package_version.startswith("1.42.") or getattr(loop, "time", None) is not time \
+            or getattr(loop, "subprocess", None) is not subprocess:
+        raise DeployError(f"SUPERNODE_POLL_SECONDS and SUPERNODE_WARM_CLIENTAPP patch Flower 1.42's SuperNode "
+                          f"loop, but flwr is {package_version}: unset them to run the plain flower-supernode")
+    if poll_seconds is not None:
+        loop.time = _CappedSleep(poll_seconds)  # type: ignore[assignment]
+        # The SuperNode's SuperExec (a separate process) polls for ClientApp tasks; Flower reads this variable.
+        os.environ.setdefault("FLWR_SUPEREXEC_TASK_POLL_INTERVAL", f"{poll_seconds:g}")
+    if warm_clientapp:
+        loop.subprocess = _SuperExecLauncher()  # type: ignore[assignment]
+    if tracing():
+        logging.getLogger("flwr").addHandler(_TraceHandler())
     sys.argv = ["flower-supernode", *arguments]
     flower_supernode()
 
@@ -396,7 +459,7 @@ def _cmd_supernode(args: argparse.Namespace) -> int:
     arguments = list(args.arguments)
     if arguments[:1] == ["--"]:
         arguments = arguments[1:]
-    run_supernode(args.poll_seconds, arguments)
+    run_supernode(args.poll_seconds, arguments, args.warm_clientapp)
     return 0
 
 
@@ -429,8 +492,10 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument("site")
     sub.add_argument("key_dir")
     sub.set_defaults(func=_cmd_register)
-    sub = commands.add_parser("supernode", help="flower-supernode with a shorter polling interval")
-    sub.add_argument("--poll-seconds", type=float, required=True)
+    sub = commands.add_parser("supernode", help="flower-supernode with a shorter polling interval / warm ClientApps")
+    sub.add_argument("--poll-seconds", type=float, help="poll the SuperLink every S seconds (Flower: 3)")
+    sub.add_argument("--warm-clientapp", action="store_true",
+                     help="fork each ClientApp process from a template with torch and Flower imported")
     sub.add_argument("arguments", nargs=argparse.REMAINDER, help="-- then flower-supernode's arguments")
     sub.set_defaults(func=_cmd_supernode)
     sub = commands.add_parser("supervise", help="run a Flower process; a signal to this PID stops its whole tree")

@@ -50,7 +50,6 @@ from pathlib import Path
 
 import h5py
 import numpy as np
-from scipy.ndimage import gaussian_filter
 
 from .hdf5io import DataFileError, validate_folder, validate_volume
 
@@ -189,6 +188,8 @@ def _slice_pattern(kind: str, image: np.ndarray, strength: float, seed: int) -> 
     # noise: a fixed field, confined to the object. Magnitude images (and
     # VarNet's RSS output) cannot go below zero, so noise in the background
     # would be half clipped away and could not be reproduced by any model.
+    from scipy.ndimage import gaussian_filter  # here: a ClientApp process that never poisons skips scipy
+
     support = np.clip(gaussian_filter(image, 1.0) / (_SUPPORT_LEVEL * peak), 0.0, 1.0)
     return strength * _NOISE_AMPLITUDE * peak * _noise_field(image.shape, seed) * support
 

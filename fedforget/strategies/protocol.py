@@ -17,6 +17,8 @@ A site that does not answer at all (crashed, timed out) is a fault too.
 
 from __future__ import annotations
 
+import json
+import math
 import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -92,15 +94,61 @@ def error_kind(err: BaseException) -> str:
     if isinstance(err, (SiteError, OSError, MemoryError, torch.cuda.OutOfMemoryError)):
         return FAULT
     return CODE
+# An ArrayRecord key that starts with this holds many tensors of one dtype in one flat array; the rest of
+# the key is the JSON layout [[name, shape, position], ...] (see arrays_from_state).
+PACKED = "packed:"
 
 
 def arrays_from_state(state: Mapping[str, torch.Tensor]) -> ArrayRecord:
-    """Tensors to an ArrayRecord (contiguous CPU copies, as Flower serialises them)."""
-    return ArrayRecord({k: v.detach().to("cpu").contiguous() for k, v in state.items()})
+    """Tensors to an ArrayRecord: one flat array per dtype, its layout in the key.
+
+    Flower moves every Array as its own objects, one HTTP request each on every hop
+    (ServerApp -> SuperLink -> SuperNode -> ClientApp and back). A VarNet state dict of
+    74 tensors (the tiny model; ~300 for the paper's) cost ~2 s per hop on loopback this
+    way (``bench/deployment.py``); packed, it is one Array (plus 5 MB chunks). The bytes
+    are the same, the values bit for bit, and Flower's FedAvg still averages it element
+    by element.
+    """
+    groups: dict[torch.dtype, list[tuple[str, torch.Tensor, int]]] = {}
+    for position, (name, value) in enumerate(state.items()):
+        tensor = value.detach().to("cpu")
+        groups.setdefault(tensor.dtype, []).append((name, tensor, position))
+    arrays = {}
+    for members in groups.values():
+        layout = [[name, list(tensor.shape), position] for name, tensor, position in members]
+        arrays[PACKED + json.dumps(layout, separators=(",", ":"))] = torch.cat(
+            [tensor.reshape(-1) for _, tensor, _ in members])
+    return ArrayRecord(arrays)
 
 
 def state_from_arrays(record: ArrayRecord) -> dict[str, torch.Tensor]:
-    return record.to_torch_state_dict()
+    """The tensors of an ArrayRecord, packed (:func:`arrays_from_state`) or one Array per tensor, in order.
+
+    Raises:
+        ValueError: a packed array whose size does not match its layout.
+    """
+    placed: list[tuple[int, str, torch.Tensor]] = []
+    for key, array in record.items():
+        flat = torch.from_numpy(array.numpy())
+        if not key.startswith(PACKED):
+            placed.append((len(placed), key, flat))
+            continue
+        layout = _layout(key, int(flat.numel()))
+        offset = 0
+        for name, shape, position in layout:
+            size = math.prod(shape)
+            placed.append((position, name, flat[offset:offset + size].reshape(shape).clone()))
+            offset += size
+    return {name: tensor for _, name, tensor in sorted(placed, key=lambda item: item[0])}
+
+
+def _layout(key: str, numel: int) -> list[tuple[str, tuple[int, ...], int]]:
+    layout = [(str(name), tuple(int(d) for d in shape), int(position))
+              for name, shape, position in json.loads(key[len(PACKED):])]
+    declared = sum(math.prod(shape) for _, shape, _ in layout)
+    if declared != numel:
+        raise ValueError(f"a packed array holds {numel} values but its layout declares {declared}")
+    return layout
 
 
 def input_records(inputs: RoundInputs) -> tuple[dict[str, ArrayRecord], dict[str, float]]:
@@ -169,8 +217,25 @@ def content_bytes(content: RecordDict) -> int:
 
 
 def array_shapes(content: RecordDict) -> list[tuple[int, ...]]:
-    """Shapes of every array in a message (for the audit that no data-shaped array travels)."""
-    return [tuple(array.shape) for record in content.array_records.values() for array in record.values()]
+    """Shapes of every tensor in a message (for the audit that no data-shaped array travels).
+
+    A packed array counts as the tensors its layout declares, once its size matches that layout;
+    otherwise as the flat array it is.
+    """
+    shapes: list[tuple[int, ...]] = []
+    for record in content.array_records.values():
+        for key, array in record.items():
+            shapes.extend(_declared_shapes(key, tuple(array.shape)))
+    return shapes
+
+
+def _declared_shapes(key: str, shape: tuple[int, ...]) -> list[tuple[int, ...]]:
+    if key.startswith(PACKED):
+        try:
+            return [declared for _, declared, _ in _layout(key, math.prod(shape))]
+        except (ValueError, TypeError, KeyError):
+            pass
+    return [shape]
 
 
 def _value_form(value: Any) -> list[Any]:
