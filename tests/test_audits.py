@@ -121,3 +121,12 @@ def test_intervals_use_the_same_volumes_for_every_model() -> None:
     again["summary"] = results["summary"]
     add_intervals(again, seed=0)
     assert again["summary"]["m"]["vs_oracle"] == results["summary"]["m"]["vs_oracle"]
+
+
+def test_average_ranks_equal_scipys_with_ties() -> None:
+    from scipy.stats import rankdata
+
+    from fedforget.learning.audits import average_ranks
+
+    values = np.random.default_rng(3).integers(0, 6, size=40).astype(float)
+    assert np.array_equal(average_ranks(values), rankdata(values))

@@ -16,12 +16,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.stats import rankdata
 
 from fedforget.configs.schema import PoisonConfig
 from fedforget.learning.evaluation import Evaluation, VolumeScore
 from fedforget.learning.intervals import bootstrap_interval
 from fedforget.recon.poison import artifact_score
+
+
+def average_ranks(values: np.ndarray) -> np.ndarray:
+    """1-based ranks, tied values sharing their mean rank (``scipy.stats.rankdata``; scipy costs a
+    deployed ClientApp process its import time)."""
+    distinct, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
+    last = np.cumsum(counts)
+    return ((last - (counts - 1) / 2.0)[inverse]).astype(float)
 
 
 def membership_auc(member_scores: np.ndarray, heldout_scores: np.ndarray) -> float:
@@ -32,7 +39,7 @@ def membership_auc(member_scores: np.ndarray, heldout_scores: np.ndarray) -> flo
     members, heldout = np.asarray(member_scores, float), np.asarray(heldout_scores, float)
     if len(members) == 0 or len(heldout) == 0:
         raise ValueError("membership AUC needs member and held-out slices")
-    ranks = rankdata(np.concatenate([members, heldout]))
+    ranks = average_ranks(np.concatenate([members, heldout]))
     above = ranks[:len(members)].sum() - len(members) * (len(members) + 1) / 2  # pairs member > held-out
     return float(1.0 - above / (len(members) * len(heldout)))
 

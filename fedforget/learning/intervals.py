@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import numpy as np
-from scipy import stats
 
 CONFIDENCE = 0.95
 REPLICATES = 2000
@@ -51,5 +50,7 @@ def mean_interval(values: Sequence[float], confidence: float = CONFIDENCE) -> tu
     values = np.asarray([v for v in values if v is not None], dtype=float)
     if len(values) < 2:
         return None
+    from scipy import stats  # here: a site's ClientApp process uses this module but never this function
+
     half = stats.t.ppf((1 + confidence) / 2, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values))
     return float(values.mean() - half), float(values.mean() + half)
