@@ -17,6 +17,8 @@ from malformed_volumes import write_good_volume
 from run_helpers import CompletedRun
 
 from fedforget.cli import main
+from fedforget.configs import load_experiment
+from fedforget.data.sites import site_folders
 from fedforget.learning.checkpoints import CheckpointError, save_checkpoint, varnet_shape_of
 from fedforget.recon.models import PRESETS, build_varnet
 
@@ -108,7 +110,7 @@ def _zero_filled_reference(folder: Path, acceleration: int = 8, center_fraction:
 @pytest.mark.slow
 def test_the_smoke_runs_checkpoint_scores_as_the_run_did(smoke_run: CompletedRun, data_root: Path, tmp_path: Path,
                                                           capsys: pytest.CaptureFixture[str]) -> None:
-    folder = data_root / "knee-0" / "test"
+    folder = site_folders(load_experiment("smoke", [f"data.root={data_root}"]), "knee-0")["test"]
     out_json, figure = tmp_path / "scores.json", tmp_path / "grid.png"
     code, out, err = _evaluate(capsys, smoke_run.folder / "checkpoints" / "original.pt", folder,
                                "--json", out_json, "--figure", figure)

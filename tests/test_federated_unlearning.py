@@ -32,7 +32,10 @@ STEPS, LOCAL_STEPS = 4, 2
 # Fewer evaluations than the smoke default (every step): these runs test weights and messages, not curves.
 RUN_ARGS = [f"unlearning.steps={STEPS}", f"unlearning.eval_every={STEPS}", "report.figures=false"]
 # Every record a site sends may hold only these metrics, each a single number.
-SITE_METRICS = re.compile(r"num-examples|loss|mia-auc|(train|test)-(slices|volumes|psnr|ssim|nmse|loss|artifact_score)")
+SITE_METRICS = re.compile(r"num-examples|loss|mia-auc(-calibrated)?(-ci-(low|high))?|"
+                          r"(train|test)-(slices|volumes|psnr|ssim|nmse|loss|artifact_score)")
+# ... and these lists, one value per volume of the split (the volume bootstrap's input), never per slice.
+VOLUME_METRICS = re.compile(r"(train|test)-(psnr|ssim|artifact_score)-volumes")
 
 
 @pytest.fixture(scope="module")
@@ -162,9 +165,10 @@ def _model_shapes() -> set[tuple[int, ...]]:
 
 def _weights_bytes(ledger: list[dict]) -> int:
     """Bytes of one copy of the model's weights, as the ledger counts them (what an evaluation sends)."""
-    sizes = {e["bytes_down"] for e in ledger if e["message_type"] == "evaluate"}
-    assert len(sizes) == 1, sizes
-    return sizes.pop()
+    # Zero-filled evaluations carry no model; final evaluations carry the oracle too (the membership reference).
+    sizes = sorted({e["bytes_down"] for e in ledger if e["message_type"] == "evaluate"} - {0})
+    assert len(sizes) == 2 and sizes[1] == 2 * sizes[0], sizes
+    return sizes[0]
 
 
 def test_no_record_leaving_a_site_carries_data(equivalence_run: CompletedRun) -> None:
@@ -181,7 +185,10 @@ def test_no_record_leaving_a_site_carries_data(equivalence_run: CompletedRun) ->
             if record["kind"] == "ArrayRecord":
                 continue
             for key, (kind, length) in record["keys"].items():
-                if record["kind"] == "MetricRecord":
+                if record["kind"] == "MetricRecord" and VOLUME_METRICS.fullmatch(key):
+                    split = key.split("-", 1)[0]
+                    assert kind == "list[float]" and length == sites[entry["site"]][f"{split}_volumes"], (where, key)
+                elif record["kind"] == "MetricRecord":
                     assert SITE_METRICS.fullmatch(key) and kind in ("int", "float") and length == 1, (where, key)
                 elif kind.startswith("list"):
                     # Lists travel only in the site query: one entry per file the site uses (audit.json).
