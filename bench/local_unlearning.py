@@ -188,8 +188,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="model cache shared by the runs (default: <output-dir>/cache)")
     parser.add_argument("--project", metavar="EXPERIMENT", help="project traffic for EXPERIMENT instead of measuring")
     parser.add_argument("--local-steps", type=int, default=8, help="the k projected next to k = 1")
-    parser.add_argument("--exchange-seconds", type=float, default=9.0,
-                        help="fixed seconds per exchange (9: measured per deployed exchange on loopback)")
+    parser.add_argument("--exchange-seconds", type=float, default=1.44,
+                        help="fixed seconds per exchange (1.44: mean deployed exchange on loopback, TLS + node "
+                             "auth, warm ClientApp, bench/results/deployment.json)")
     parser.add_argument("--bandwidth-gbit", type=float, default=1.0, help="the coordinator's link, Gbit/s")
     parser.add_argument("--budget", type=int, default=None, help="step budget (default: the experiment's)")
     parser.add_argument("overrides", nargs="*", default=["report.figures=false"])

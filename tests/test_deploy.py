@@ -28,9 +28,12 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import torch
 
 from fedforget.configs.compose import load_experiment
-from fedforget.data.sites import site_folders
+from fedforget.configs.schema import ExperimentConfig
+from fedforget.data.batches import unlearning_source
+from fedforget.data.sites import open_site_split, site_folders
 from fedforget.data.synthetic import prepare_synthetic_data
 from fedforget.launch.deploy import (
     DEPLOY_DIR,
@@ -42,12 +45,18 @@ from fedforget.launch.deploy import (
     wait_for_warm_template,
 )
 from fedforget.launch.flower import descendants, flower_bin, flower_env, free_port
+from fedforget.learning.checkpoints import load_checkpoint
+from fedforget.recon.losses import ReconLoss
+from fedforget.recon.models import PRESETS, build_varnet
 from fedforget.strategies.link import send_and_receive
+from fedforget.unlearning import unlearn
 
 SITES = ("brain-0", "knee-0")
 # The smallest smoke run in which every phase (train, oracle, unlearn, evaluate) still runs.
 SHRUNK = ["unlearning.methods=[ft]", "federation.rounds=2", "federation.eval_every=2", "unlearning.steps=1",
           "federation.timeout_s=120"]
+# The insecure run unlearns in local rounds of 2 steps (4 steps: 2 rounds), checked against the Flower-free run.
+LOCAL_ROUNDS = [o if o != "unlearning.steps=1" else "unlearning.steps=4" for o in SHRUNK] + ["unlearning.local_steps=2"]
 # The TLS run also drills a real crash: knee-0's ClientApp process dies in round 1 and must rejoin in round 2.
 CRASH = ["federation.fault.site=knee-0", "federation.fault.round=1", "federation.fault.mode=exit"]
 POLL_SECONDS = 0.1
@@ -272,11 +281,31 @@ def test_insecure_superlink_and_two_supernodes_run_the_smoke_experiment(
     ok(script("connect.sh", "lab", federation.address, home=federation.home("coordinator")))
 
     started = time.monotonic()
-    done = submit(federation, "lab", tmp_path / "run", model_cache)
+    done = script("submit.sh", "lab", tmp_path / "run", "experiment=smoke", *LOCAL_ROUNDS, f"cache_dir={model_cache}",
+                  home=federation.home("coordinator"), timeout=400)
     out = ok(done)
     print(exchange_seconds(tmp_path / "run", time.monotonic() - started))
     assert "completed" in out
-    check_run_folder(tmp_path / "run")
+    results = check_run_folder(tmp_path / "run")
+    assert results["models"]["ft"]["local_steps"] == 2 and results["models"]["ft"]["rounds"] == 2
+    root = site_data["brain-0"].parent
+    assert_deployed_equals_flower_free(tmp_path / "run", load_experiment("smoke", [f"data.root={root}", *LOCAL_ROUNDS]))
+
+
+def assert_deployed_equals_flower_free(run: Path, cfg: ExperimentConfig) -> None:
+    """The deployed ft (local rounds) gives the weights of the Flower-free run from the same original."""
+    torch.set_num_threads(1)  # as each deployed ClientApp process computes
+    original, _ = load_checkpoint(run / "checkpoints" / "original.pt")
+    deployed, _ = load_checkpoint(run / "checkpoints" / "ft.pt")
+    forget = unlearning_source(cfg, "knee-0", open_site_split(cfg, "knee-0", "train"), "forget")
+    retain = unlearning_source(cfg, "brain-0", open_site_split(cfg, "brain-0", "train"), "retain")
+    model = build_varnet(PRESETS["tiny"])
+    model.load_state_dict(original)
+    unlearn("ft", model, forget, retain, cfg.unlearning, cfg.unlearning.budget_steps(cfg.federation.training_steps),
+            cfg.seed, ReconLoss(cfg.federation.l1_weight))
+    assert max(float((deployed[k] - original[k]).abs().max()) for k in original) > 1e-6, "ft did not move"
+    for key, value in model.state_dict().items():
+        assert torch.allclose(value, deployed[key], rtol=1e-4, atol=1e-6), key
 
 
 @pytest.mark.slow
