@@ -183,7 +183,7 @@ def unlearn_share(message: Message, runtime: SiteRuntime) -> Message:
     original = message.content[ORIGINAL] if ORIGINAL in message.content.array_records else None
     ctx = runtime.term_context(method, role, original)
     phase = Phase(str(config["phase"]), str(config["kind"]), int(config["steps"]), (role,))
-    if phase.kind == "importance":
+    if phase.dampens:
         batches = min(int(config["batches"]), source.batches_per_pass)
         values = squared_gradient_mean(method, model, source, batches, ctx, runtime.device)
         return metrics_reply(message, {"num-examples": batches * source.batch_size, "loss": 0.0},

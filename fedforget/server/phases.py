@@ -46,7 +46,7 @@ from fedforget.strategies.protocol import (
 from fedforget.strategies.protocol import ZERO_FILLED as ZERO_FILLED_KEY
 from fedforget.strategies.removal import FederatedWorker
 from fedforget.unlearning import get_method
-from fedforget.unlearning.base import FORGET, RETAIN, planned_callbacks, run_unlearning
+from fedforget.unlearning.base import DAMPENED, FORGET, RETAIN, planned_callbacks, run_unlearning
 from fedforget.unlearning.pga import reference_model
 
 ORIGINAL, ORACLE = "original", "oracle"
@@ -327,7 +327,7 @@ def run_method(session: Session, name: str, original: TrainedModel,
         # A local round covers several steps: evaluate when it passed a multiple of eval_every.
         every = cfg.unlearning.eval_every
         scores = None
-        if step // every > evaluated[0] // every or step == budget or "dampened" in record:
+        if step // every > evaluated[0] // every or step == budget or DAMPENED in record:
             scores = evaluate_at_sites(session, {k: v.detach() for k, v in current.state_dict().items()}, tag,
                                        max(step, 1))
         evaluated[0] = step

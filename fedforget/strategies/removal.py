@@ -228,7 +228,7 @@ def message_plan(method: Method, budget: int, local_steps: int, retain_sites: in
     plan = []
     for phase in method.phases(budget):
         roles = [r for r in phase.roles if sites[r]]
-        if phase.kind == "importance":
+        if phase.dampens:
             plan.append(_exchange_of(phase.name, roles, sites, arrays_down))
             continue
         if local_steps == 1:

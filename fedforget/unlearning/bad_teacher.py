@@ -19,7 +19,7 @@ from torch import nn
 
 from fedforget.data.datasets import Batch
 from fedforget.recon.models import reinitialise
-from fedforget.unlearning.base import FORGET, RETAIN, Method, Phase, TermContext, frozen_copy, output_of
+from fedforget.unlearning.base import FORGET, GRADIENT, RETAIN, Method, Phase, TermContext, frozen_copy, output_of
 
 
 def random_twin(template: nn.Module, seed: int) -> nn.Module:
@@ -45,7 +45,7 @@ class BadTeacher(Method):
     needs_original = frozenset({RETAIN})
 
     def phases(self, budget: int) -> list[Phase]:
-        return [Phase("distil", "gradient", budget, (FORGET, RETAIN))]
+        return [Phase("distil", GRADIENT, budget, (FORGET, RETAIN))]
 
     def prepare(self, role: str, ctx: TermContext, template: nn.Module) -> None:
         if role == FORGET and "teacher" not in ctx.extras:

@@ -42,14 +42,24 @@ ROLES = (FORGET, RETAIN)
 Tensors = State
 
 
+GRADIENT, IMPORTANCE = "gradient", "importance"  # the kinds of phase
+REPAIR = "repair"  # the retain-only phase after an ascent
+DAMPENED = "dampened"  # the step record of a dampening (how many elements it changed)
+
+
 @dataclass(frozen=True)
 class Phase:
-    """A stretch of a method: ``gradient`` phases take optimizer steps, ``importance`` phases dampen once."""
+    """A stretch of a method: ``GRADIENT`` phases take optimizer steps, ``IMPORTANCE`` phases dampen once."""
 
     name: str
     kind: str
     steps: int
     roles: tuple[str, ...]
+
+    @property
+    def dampens(self) -> bool:
+        """An importance phase: one exchange of importances, then one dampening (no optimizer steps)."""
+        return self.kind == IMPORTANCE
 
 
 @dataclass
@@ -174,13 +184,13 @@ class AscentThenRepair(Method):
 
     def phases(self, budget: int) -> list[Phase]:
         ascent = max(1, round(budget * self.share)) if budget > 1 else 1
-        phases = [Phase(self.ascent_name, "gradient", ascent, self.ascent_roles)]
+        phases = [Phase(self.ascent_name, GRADIENT, ascent, self.ascent_roles)]
         if budget > ascent:
-            phases.append(Phase("repair", "gradient", budget - ascent, (RETAIN,)))
+            phases.append(Phase(REPAIR, GRADIENT, budget - ascent, (RETAIN,)))
         return phases
 
     def combine(self, phase: Phase, params: Tensors, grads: Mapping[str, Tensors]) -> Tensors:
-        if phase.name == "repair":
+        if phase.name == REPAIR:
             return {k: g.clone() for k, g in grads[RETAIN].items()}
         return self.ascent_direction(grads)
 
@@ -305,7 +315,7 @@ class _Run:
             self.calls[role] += batches[role]
         with torch.no_grad():
             self.dampened = self.method.dampen(self.model, importances)
-        self.record({"dampened": float(self.dampened)})
+        self.record({DAMPENED: float(self.dampened)})
 
     def step(self, phase: Phase) -> None:
         """One optimizer step from the parties' gradients on their next batches."""
@@ -388,7 +398,7 @@ def run_unlearning(
     state = MethodState(original={k: v.detach().clone() for k, v in model.state_dict().items()}, reference=reference)
     run = _Run(method, model, worker, state, torch.optim.Adam(trainable(model).values(), lr=lr), on_step, lr)
     for phase in method.phases(budget):
-        if phase.kind == "importance":
+        if phase.dampens:
             run.dampen(phase)
             run.rounds += 1
         else:
@@ -403,7 +413,7 @@ def run_unlearning(
 def planned_callbacks(method: Method, budget: int, local_steps: int = 1) -> int:
     """How many times :func:`run_unlearning` calls ``on_step`` within ``budget``: once per round of
     ``local_steps`` steps (the last may be shorter), once per dampening."""
-    return sum(1 if phase.kind == "importance" else -(-phase.steps // local_steps) for phase in method.phases(budget))
+    return sum(1 if phase.dampens else -(-phase.steps // local_steps) for phase in method.phases(budget))
 
 
 def term_gradients(method: Method, role: str, phase: Phase, model: nn.Module, batch: Batch, index: int,

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from fedforget.unlearning.base import RETAIN, Method, Phase
+from fedforget.unlearning.base import GRADIENT, RETAIN, Method, Phase
 
 
 class FineTune(Method):
     name = "ft"
 
     def phases(self, budget: int) -> list[Phase]:
-        return [Phase("finetune", "gradient", budget, (RETAIN,))]
+        return [Phase("finetune", GRADIENT, budget, (RETAIN,))]

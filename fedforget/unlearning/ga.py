@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from fedforget.unlearning.base import FORGET, Method, Phase, Tensors
+from fedforget.unlearning.base import FORGET, GRADIENT, Method, Phase, Tensors
 
 
 def negated(grads: Tensors) -> Tensors:
@@ -15,7 +15,7 @@ class GradientAscent(Method):
     name = "ga"
 
     def phases(self, budget: int) -> list[Phase]:
-        return [Phase("ascent", "gradient", budget, (FORGET,))]
+        return [Phase("ascent", GRADIENT, budget, (FORGET,))]
 
     def combine(self, phase: Phase, params: Tensors, grads: Mapping[str, Tensors]) -> Tensors:
         return negated(grads[FORGET])

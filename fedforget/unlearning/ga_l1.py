@@ -19,7 +19,7 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from fedforget.unlearning.base import FORGET, RETAIN, Method, Phase, Tensors, trainable
+from fedforget.unlearning.base import FORGET, GRADIENT, RETAIN, Method, Phase, Tensors, trainable
 
 
 def l1_gradient(params: Tensors, gamma: float) -> Tensors:
@@ -40,7 +40,7 @@ class GAL1(Method):
     roles: tuple[str, ...] = (FORGET,)
 
     def phases(self, budget: int) -> list[Phase]:
-        return [Phase("ascent", "gradient", budget, self.roles)]
+        return [Phase("ascent", GRADIENT, budget, self.roles)]
 
     def combine(self, phase: Phase, params: Tensors, grads: Mapping[str, Tensors]) -> Tensors:
         l1 = l1_gradient(params, self.cfg.ga_l1.gamma)

@@ -17,7 +17,7 @@ from torch import nn
 
 from fedforget.data.datasets import Batch
 from fedforget.learning.training import reconstruct
-from fedforget.unlearning.base import FORGET, RETAIN, Method, Phase, TermContext
+from fedforget.unlearning.base import FORGET, GRADIENT, RETAIN, Method, Phase, TermContext
 
 
 def noisy_targets(target: torch.Tensor, max_value: torch.Tensor, lam: float, relative: bool, seed: int,
@@ -39,7 +39,7 @@ class NoisyLabels(Method):
     roles: tuple[str, ...] = (FORGET,)
 
     def phases(self, budget: int) -> list[Phase]:
-        return [Phase("noisy_labels", "gradient", budget, self.roles)]
+        return [Phase("noisy_labels", GRADIENT, budget, self.roles)]
 
     def term(self, role: str, phase: Phase, model: nn.Module, batch: Batch, index: int,
              ctx: TermContext) -> torch.Tensor:

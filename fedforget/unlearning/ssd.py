@@ -17,7 +17,17 @@ from torch import nn
 
 from fedforget.configs.schema import SSDConfig
 from fedforget.data.datasets import Batch
-from fedforget.unlearning.base import FORGET, RETAIN, Method, Phase, Tensors, TermContext, output_of, trainable
+from fedforget.unlearning.base import (
+    FORGET,
+    IMPORTANCE,
+    RETAIN,
+    Method,
+    Phase,
+    Tensors,
+    TermContext,
+    output_of,
+    trainable,
+)
 
 
 def dampen_weights(model: nn.Module, forget: Tensors, retain: Tensors, alpha: float, lam: float) -> int:
@@ -40,7 +50,7 @@ class SSD(Method):
         return self.cfg.ssd
 
     def phases(self, budget: int) -> list[Phase]:
-        return [Phase("dampen", "importance", budget, (FORGET, RETAIN))]
+        return [Phase("dampen", IMPORTANCE, budget, (FORGET, RETAIN))]
 
     def dampen(self, model: nn.Module, importances: Mapping[str, Tensors]) -> int:
         return dampen_weights(model, importances[FORGET], importances[RETAIN], self.settings.alpha, self.settings.lam)
