@@ -26,7 +26,7 @@ from fedforget.recon.poison import artifact_score
 def average_ranks(values: np.ndarray) -> np.ndarray:
     """1-based ranks, tied values sharing their mean rank (``scipy.stats.rankdata``; scipy costs a
     deployed ClientApp process its import time)."""
-    distinct, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
+    _, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
     last = np.cumsum(counts)
     return ((last - (counts - 1) / 2.0)[inverse]).astype(float)
 
