@@ -53,3 +53,23 @@ def test_a_retain_fraction_sweep_draws_the_references_and_only_the_methods_as_po
     assert references == {"zero_filled": 20.0, "original": 25.0, "oracle": 26.0}
     aggregate_multirun(folder)
     assert (folder / "figures" / "sweep.png").is_file()
+
+
+def test_each_sites_psnr_and_gain_over_zero_filled_are_summarised_over_seeds(tmp_path: Path) -> None:
+    knee = [21.0, 22.5, 23.0]
+    jobs = []
+    for seed, psnr in enumerate(knee):
+        results = _results(25.0, 0.5)
+        results["models"]["original"]["sites"] = {
+            "knee-0": {"test": {"psnr": psnr, "gain_over_zero_filled": psnr - 18.0}},
+            "brain-0": {"test": {"psnr": 25.0, "gain_over_zero_filled": 5.0}}}
+        jobs.append(([f"seed={seed}"], results))
+    folder = _multirun(tmp_path, jobs)
+    aggregate_multirun(folder)
+    sites = json.loads((folder / "summary.json").read_text())["sites"]["(all jobs)"]["original"]
+    gain = sites["knee-0"]["gain_over_zero_filled"]
+    assert gain["mean"] == pytest.approx(sum(knee) / 3 - 18.0) and gain["n"] == 3
+    assert gain["ci"] == pytest.approx(list(mean_interval([p - 18.0 for p in knee])))
+    assert sites["brain-0"]["psnr"]["std"] == 0.0
+    text = (folder / "summary.md").read_text()
+    assert "test PSNR per site (gain over zero-filled)" in text and "| original | 25.00 ± 0.00 (5.00 ± 0.00) |" in text

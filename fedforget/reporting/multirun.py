@@ -68,12 +68,36 @@ def aggregate(jobs: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]
             for g, models in groups.items()}
 
 
+def aggregate_sites(jobs: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, dict[str, Any]]]]:
+    """group -> model -> site -> {psnr, gain_over_zero_filled: {mean, std, ci, n}} on each site's test split."""
+    groups: dict = defaultdict(lambda: defaultdict(lambda: defaultdict(lambda: defaultdict(list))))
+    for job in jobs:
+        group = groups[_group_key(job["overrides"])]
+        for model, entry in job["results"]["models"].items():
+            for site, splits in entry.get("sites", {}).items():
+                for key in ("psnr", "gain_over_zero_filled"):
+                    group[model][site][key].append(splits["test"].get(key))
+    return {g: {m: {s: {k: _mean_std(v) for k, v in values.items()} for s, values in sites.items()}
+                for m, sites in models.items()} for g, models in groups.items()}
+
+
 def _cell(stats: dict[str, Any], digits: int) -> str:
     if stats is None or stats["mean"] is None:
         return "–"
     if stats.get("ci") is None:
         return f"{stats['mean']:.{digits}f}"
     return f"{stats['mean']:.{digits}f} ± {(stats['ci'][1] - stats['ci'][0]) / 2:.{digits}f}"
+
+
+def sites_markdown(per_site: dict[str, dict[str, dict[str, dict[str, Any]]]]) -> list[str]:
+    """One table per group: each model's test PSNR at every site, with its gain over zero-filled."""
+    parts = []
+    for group, models in per_site.items():
+        sites = sorted({site for by_site in models.values() for site in by_site})
+        rows = [[model, *(f"{_cell(by_site[s]['psnr'], 2)} ({_cell(by_site[s]['gain_over_zero_filled'], 2)})"
+                          if s in by_site else "–" for s in sites)] for model, by_site in models.items()]
+        parts += [f"## {group}: test PSNR per site (gain over zero-filled)", table(["model", *sites], rows), ""]
+    return parts
 
 
 def summary_markdown(aggregated: dict[str, dict[str, dict[str, Any]]], seeds: int) -> str:
@@ -130,8 +154,9 @@ def aggregate_multirun(folder: Path) -> Path:
     points, reference = sweep_points(jobs)
     if len({p["retain_fraction"] for p in points}) > 1:
         sweep_curve(figures / "sweep.png", points, reference=reference)
-    atomic_write_json(folder / "summary.json", {"groups": aggregated, "sweep": points})
-    text = summary_markdown(aggregated, seeds)
+    per_site = aggregate_sites(jobs)
+    atomic_write_json(folder / "summary.json", {"groups": aggregated, "sweep": points, "sites": per_site})
+    text = summary_markdown(aggregated, seeds) + "\n".join(sites_markdown(per_site))
     text += "\n" + "\n".join(f"![{p.stem}](figures/{p.name})" for p in sorted(figures.glob("*.png"))) + "\n"
     atomic_write_bytes(folder / "summary.md", text.encode())
     return folder / "summary.md"
