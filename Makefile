@@ -21,8 +21,10 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 demo: setup
 	$(BIN)/fedforget run experiment=demo
 
+# Two workers, one test file each at a time: the Flower runs spend much of their time starting processes
+# and waiting on polls, which the other worker's tests fill (measured in the README, "Performance").
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=15
 
 bench: setup
 	$(BIN)/python -m bench.run_all
