@@ -156,7 +156,7 @@ def aggregate_multirun(folder: Path) -> Path:
         sweep_curve(figures / "sweep.png", points, reference=reference)
     per_site = aggregate_sites(jobs)
     atomic_write_json(folder / "summary.json", {"groups": aggregated, "sweep": points, "sites": per_site})
-    text = summary_markdown(aggregated, seeds) + "\n".join(sites_markdown(per_site))
+    text = summary_markdown(aggregated, seeds) + "\n" + "\n".join(sites_markdown(per_site))
     text += "\n" + "\n".join(f"![{p.stem}](figures/{p.name})" for p in sorted(figures.glob("*.png"))) + "\n"
     atomic_write_bytes(folder / "summary.md", text.encode())
     return folder / "summary.md"
