@@ -6,10 +6,12 @@ import pytest
 
 from fedforget.configs import ConfigError, load_experiment
 from fedforget.configs.compose import split_overrides
+from fedforget.configs.schema import ExperimentConfig
 from fedforget.unlearning import REGISTRY
 
 
-def _brain_to_knee_slices(cfg) -> float:
+def _brain_to_knee_volumes(cfg: ExperimentConfig) -> float:
+    """Training volumes of the brain sites over the knee site's (every synthetic volume has the same slice count)."""
     brain = sum(s.train_volumes for s in cfg.sites.values() if s.anatomy == "brain")
     knee = sum(s.train_volumes for s in cfg.sites.values() if s.anatomy == "knee")
     return brain / knee
@@ -20,13 +22,13 @@ def test_demo_is_three_brain_sites_and_one_knee_site_the_knee_a_third_of_the_sli
     anatomies = [site.anatomy for site in cfg.sites.values()]
     assert anatomies.count("brain") == 3 and anatomies.count("knee") == 1
     assert cfg.unlearning.forget_site == "knee-0"
-    assert 1.5 <= _brain_to_knee_slices(cfg) <= 2.5, "the knee share the demo's gap was measured with (README)"
+    assert 1.5 <= _brain_to_knee_volumes(cfg) <= 2.5, "the knee share the demo's gap was measured with (README)"
     assert cfg.data.mask_type == "equispaced_fraction"
 
 
 def test_the_papers_ten_to_one_ratio_stays_in_the_sites_group_and_anatomy_shift() -> None:
     for cfg in (load_experiment("demo", ["sites.knee-0.train_volumes=3"]), load_experiment("anatomy-shift")):
-        assert 8 <= _brain_to_knee_slices(cfg) <= 12
+        assert 8 <= _brain_to_knee_volumes(cfg) <= 12
 
 
 def test_mask_default_is_the_papers_eight_fold_with_four_percent_centre() -> None:
