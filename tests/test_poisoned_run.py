@@ -35,6 +35,8 @@ def test_oracle_uses_only_clean_slices_and_every_model_gets_an_artifact_score(
     assert not [e for e in results.get("events", []) if e["kind"] == "site_failed"]
     ledger = json.loads((run.folder / "ledger.json").read_text())
     assert {e["site"] for e in ledger if e["phase"] == "oracle"} == set(oracle_sites)
+    assert (run.folder / "figures" / "hallucination.png").is_file()
+    assert "hallucination.png" in (run.folder / "report.md").read_text()
     for model in ("original", "oracle", "ft", "ssd"):
         assert math.isfinite(results["summary"][model]["artifact"])
         for site, scores in results["models"][model]["sites"].items():

@@ -28,7 +28,7 @@ from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
 from fedforget.recon.metrics import volume_metrics
 
-__all__ = ["reconstruction_grid", "method_comparison_chart", "sweep_curve"]
+__all__ = ["reconstruction_grid", "method_comparison_chart", "sweep_curve", "save_figure"]
 
 _DPI = 120
 # Columns of results.json's summary, with what they measure.
@@ -43,7 +43,7 @@ _SPLITS = (
 _ERROR_PERCENTILE = 99.5
 
 
-def _save(fig: Figure, path: Path) -> Path:
+def save_figure(fig: Figure, path: Path) -> Path:
     """Writes ``fig`` to ``path`` as PNG, atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -179,7 +179,7 @@ def reconstruction_grid(
     fig.colorbar(
         error_artist, ax=axes[1, :].tolist(), shrink=0.9, pad=0.01, extend=extend, label="|error|"
     )
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _mean_std(container: Any, key: str) -> tuple[float | None, float]:
@@ -338,7 +338,7 @@ def method_comparison_chart(path: Path, summary: dict[str, dict], oracle: str = 
         labels.append(f"{oracle} (reference)")
     fig.legend(handles, labels, loc="outside lower center", ncol=len(handles), fontsize=9,
                frameon=False)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 _SWEEP_KEYS = ("method", "retain_fraction", "seed", "bta_psnr", "seconds")
@@ -440,4 +440,4 @@ def sweep_curve(
     order = sorted(range(len(labels)), key=lambda i: labels[i] not in methods)
     fig.legend([handles[i] for i in order], [labels[i] for i in order],
                loc="outside right center", fontsize=9, frameon=False)
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -25,8 +25,9 @@ from fedforget.data.sites import open_site_split
 from fedforget.learning.checkpoints import State
 from fedforget.learning.training import model_from_config, reconstruct
 from fedforget.recon.hdf5io import DataFileError
-from fedforget.recon.poison import poison_pattern
+from fedforget.recon.poison import poison_pattern, unsampled_part
 from fedforget.reporting.figures import method_comparison_chart, reconstruction_grid
+from fedforget.reporting.hallucination import HallucinationRow, hallucination_grid
 from fedforget.reporting.tensorboard import Boards
 
 
@@ -80,6 +81,18 @@ def site_reconstructions(cfg: ExperimentConfig, site: str, states: Mapping[str, 
             "zero-filled": zero_filled(batch.masked_kspace[0], images_target.shape), **images}
 
 
+def hallucination_row(cfg: ExperimentConfig, site: str, truth: np.ndarray,
+                      images: Mapping[str, np.ndarray]) -> HallucinationRow | None:
+    """What each model adds beyond the oracle on the site's display slice (poisoned federations only)."""
+    if not cfg.poison.active or "oracle" not in images:
+        return None
+    columns = display_slice(cfg, site).mask.reshape(-1).numpy().astype(bool)
+    pattern = poison_pattern(cfg.poison.kind, truth, cfg.poison.strength, cfg.poison.seed)
+    poison = unsampled_part(pattern, columns) if len(columns) == truth.shape[-1] else pattern
+    return HallucinationRow(site, poison, {name: image - images["oracle"] for name, image in images.items()
+                                           if name != "oracle"})
+
+
 def server_may_read_site_data(cfg: ExperimentConfig, results: Mapping[str, Any]) -> bool:
     """Whether the server may read the sites' test files for pictures (see the module docstring)."""
     simulated = results.get("mode") == "simulation"
@@ -88,7 +101,8 @@ def server_may_read_site_data(cfg: ExperimentConfig, results: Mapping[str, Any])
 
 def render_figures(cfg: ExperimentConfig, figures: Path, results: Mapping[str, Any], states: Mapping[str, State],
                    boards: Boards | None = None) -> list[str]:
-    """Write figures/methods.png and figures/recon_<site>.png; returns notes for the report."""
+    """Write figures/methods.png, figures/recon_<site>.png and, for a poisoned federation,
+    figures/hallucination.png; returns notes for the report."""
     notes = []
     method_comparison_chart(figures / "methods.png", dict(results["summary"]))
     if not server_may_read_site_data(cfg, results):
@@ -96,6 +110,7 @@ def render_figures(cfg: ExperimentConfig, figures: Path, results: Mapping[str, A
                 f"on {cfg.data.kind} data (set report.server_reads_site_data=true where the coordinator may "
                 f"read the sites' test files)"]
     model = model_from_config(cfg.model)
+    rows = []
     for site, info in results["sites"].items():
         try:
             images = site_reconstructions(cfg, site, states, model)
@@ -106,8 +121,13 @@ def render_figures(cfg: ExperimentConfig, figures: Path, results: Mapping[str, A
         region = marked_region(cfg, site, truth, images)
         reconstruction_grid(figures / f"recon_{site}.png", f"{site} ({info['role']} site, {info['anatomy']}), "
                             f"test slice", truth, zero, images, region)
+        if (row := hallucination_row(cfg, site, truth, images)) is not None:
+            rows.append(row)
         if boards is not None:
             _board_images(boards, site, truth, images)
+    if rows:
+        hallucination_grid(figures / "hallucination.png", f"{cfg.poison.kind} poison: what each model adds to a "
+                           f"clean test slice beyond the oracle", rows)
     return notes
 
 

@@ -146,7 +146,10 @@ def render_report(results: Mapping[str, Any], figures: list[str] = ()) -> str:
     if figures:
         parts += ["## Figures", "Reconstruction grids: ground truth, zero-filled and every model on one grey "
                   "scale; below, absolute errors on one shared colour scale. The red box marks the poison "
-                  "(poisoned federations) or where the original and the oracle differ most (anatomy shift).", ""]
+                  "(poisoned federations) or where the original and the oracle differ most (anatomy shift). "
+                  "For a poisoned federation, hallucination.png shows on each site's clean slice the part of the "
+                  "poison a model can add (its unsampled k-space part) and what each model adds beyond the "
+                  "oracle, on one signed scale, with that slice's artifact score relative to the oracle.", ""]
     for figure in figures:
         parts += [f"![{Path(figure).stem}]({figure})", ""]
     for note in results.get("figure_notes", []):
