@@ -73,3 +73,20 @@ def test_each_sites_psnr_and_gain_over_zero_filled_are_summarised_over_seeds(tmp
     assert sites["brain-0"]["psnr"]["std"] == 0.0
     text = (folder / "summary.md").read_text()
     assert "test PSNR per site (gain over zero-filled)" in text and "| original | 25.00 ± 0.00 (5.00 ± 0.00) |" in text
+
+
+def test_a_poisoned_federations_paired_artifact_difference_is_summarised_over_seeds(tmp_path: Path) -> None:
+    differences = [0.20, 0.25, 0.31]
+    jobs = []
+    for seed, difference in enumerate(differences):
+        results = _results(25.0, 0.5)
+        for model in ("original", "oracle", "ft"):
+            results["summary"][model]["artifact"] = 0.05 + (difference if model == "original" else 0.0)
+        results["summary"]["original"]["vs_oracle"] = {"artifact": {"value": difference, "ci": [0.1, 0.4]}}
+        jobs.append(([f"seed={seed}"], results))
+    folder = _multirun(tmp_path, jobs)
+    aggregate_multirun(folder)
+    original = json.loads((folder / "summary.json").read_text())["groups"]["(all jobs)"]["original"]
+    assert original["artifact_minus_oracle"]["mean"] == pytest.approx(sum(differences) / 3)
+    assert original["artifact_minus_oracle"]["ci"] == pytest.approx(list(mean_interval(differences)))
+    assert "artifact - oracle" in (folder / "summary.md").read_text()

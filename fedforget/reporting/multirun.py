@@ -59,10 +59,13 @@ def aggregate(jobs: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]
                 if key in audit:
                     group[model][key].append(audit[key])
             for reference in ("oracle", "original"):
+                versus = summary.get(f"vs_{reference}", {})
                 for part in ("BTA", "KTA"):
-                    difference = summary.get(f"vs_{reference}", {}).get(part, {}).get("psnr")
+                    difference = versus.get(part, {}).get("psnr")
                     if difference is not None:
                         group[model][f"{part}_minus_{reference}"].append(difference)
+                if "artifact" in versus:  # poisoned federations: the paired artifact difference of each seed
+                    group[model][f"artifact_minus_{reference}"].append(versus["artifact"]["value"])
             group[model]["seconds"].append(job["results"]["models"][model]["wall_seconds"])
     return {g: {m: {k: _mean_std(v) for k, v in metrics.items()} for m, metrics in models.items()}
             for g, models in groups.items()}
@@ -104,12 +107,13 @@ def summary_markdown(aggregated: dict[str, dict[str, dict[str, Any]]], seeds: in
     parts = [f"# Multirun summary (mean ± half-width of the 95 % t-interval over {seeds} seed(s) per group)", ""]
     for group, models in aggregated.items():
         header = ["model", "BTA PSNR", "BTA SSIM", "KTA PSNR", "KTA SSIM", "UA PSNR", "UA SSIM", "KTA - oracle",
-                  "BTA - oracle", "MIA AUC vs oracle", "MIA AUC (raw)", "RTE", "artifact"]
+                  "BTA - oracle", "MIA AUC vs oracle", "MIA AUC (raw)", "RTE", "artifact", "artifact - oracle"]
         rows = [[model, _cell(m["BTA_psnr"], 2), _cell(m["BTA_ssim"], 4), _cell(m["KTA_psnr"], 2),
                  _cell(m["KTA_ssim"], 4), _cell(m["UA_psnr"], 2), _cell(m["UA_ssim"], 4),
                  _cell(m.get("KTA_minus_oracle"), 2), _cell(m.get("BTA_minus_oracle"), 2),
                  _cell(m.get("mia_auc_calibrated"), 3), _cell(m.get("mia_auc"), 3), _cell(m["RTE"], 1),
-                 _cell(m.get("artifact"), 3)] for model, m in models.items()]
+                 _cell(m.get("artifact"), 3), _cell(m.get("artifact_minus_oracle"), 3)]
+                for model, m in models.items()]
         parts += [f"## {group}", table(header, rows), ""]
     return "\n".join(parts)
 
