@@ -119,8 +119,10 @@ def train(message: Message, runtime: SiteRuntime) -> Message:
     exclude = bool(config.get("exclude-poisoned", False))
     model = runtime.load(message.content[ARRAYS])
     settings = runtime.training_in_round(int(config.get("server-round", 1)))
+    trace("compute_start", id=message.metadata.message_id)
     loss = train_steps(model, runtime.train_source(exclude), int(config["first-batch"]), int(config["local-steps"]),
                        settings, runtime.loss, runtime.device)
+    trace("compute_end", id=message.metadata.message_id)
     metrics = {"num-examples": runtime.training_examples(exclude), "loss": loss}
     return metrics_reply(message, metrics, arrays_from_state(model.state_dict()))
 

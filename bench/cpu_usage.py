@@ -1,0 +1,139 @@
+"""Where a machine's CPU time went during a time window: per process, per role, and idle.
+
+A background thread samples ``/proc`` (Linux): the machine's idle time from
+``/proc/stat`` and every process's user + system time. ``usage`` then charges the
+CPU seconds spent between two wall-clock times to each process of a process tree
+(labelled by a caller's function), to every other process on the machine, and to
+idle. On a machine whose cores training should fill, that says whether a slower
+run lost its time to other processes (its own helpers or strangers) or to waiting.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One reading: wall-clock time, the machine's idle CPU seconds, each process's (parent, command, CPU s)."""
+
+    t: float
+    idle: float
+    processes: dict[int, tuple[int, str, float]]
+
+
+def read_sample() -> Sample:
+    """The machine's idle time and every readable process's CPU time, now."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    idle = (int(fields[3]) + int(fields[4])) / TICK  # idle + iowait
+    processes = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+            command = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:  # the process ended while being read
+            continue
+        rest = stat[stat.rindex(")") + 2:].split()
+        name = command.strip() or stat[stat.index("(") + 1:stat.rindex(")")]
+        processes[int(entry)] = (int(rest[1]), name, (int(rest[11]) + int(rest[12])) / TICK)
+    return Sample(time.time(), idle, processes)
+
+
+@dataclass
+class CpuSampler:
+    """Samples ``/proc`` every ``interval`` seconds in a daemon thread while running (a context manager)."""
+
+    interval: float = 0.25
+    samples: list[Sample] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def __enter__(self) -> CpuSampler:
+        self.samples.append(read_sample())
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self.samples.append(read_sample())
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.samples.append(read_sample())
+
+    def usage(self, windows: list[tuple[float, float]], root: int, label: Callable[[int, str], str]
+              ) -> dict[str, Any]:
+        """CPU seconds spent inside the ``(start, end)`` wall-clock windows, summed.
+
+        Counters are interpolated linearly between samples at each window's ends. Processes
+        in ``root``'s tree (``root`` included) are charged to ``label(pid, command)``; every
+        other process to ``"other processes"``; the machine's idle time to ``idle_seconds``.
+        """
+        spent: dict[str, float] = defaultdict(float)
+        idle = length = 0.0
+        for start, end in windows:
+            if not self.samples or start < self.samples[0].t or end > self.samples[-1].t:
+                raise ValueError(f"window {start:.2f}..{end:.2f} lies outside the sampled time")
+            (idle_start, before), (idle_end, after) = self._at(start), self._at(end)
+            tree = _descendants(root, {pid: parent for pid, (parent, _, _) in after.items()})
+            for pid, (_, command, cpu) in after.items():
+                earlier = before.get(pid)
+                used = cpu - (earlier[2] if earlier and earlier[1] == command else 0.0)
+                if used > 0:
+                    spent[label(pid, command) if pid in tree else "other processes"] += used
+            idle += idle_end - idle_start
+            length += end - start
+        cores = len(os.sched_getaffinity(0))
+        return {"windows": len(windows), "window_seconds": length, "cores": cores, "core_seconds": length * cores,
+                "idle_seconds": idle, "by_role": dict(sorted(spent.items(), key=lambda item: -item[1]))}
+
+    def _at(self, when: float) -> tuple[float, dict[int, tuple[int, str, float]]]:
+        """Idle seconds and each process's reading at ``when``, interpolated between the bracketing samples."""
+        later = next(i for i, sample in enumerate(self.samples) if sample.t >= when)
+        b = self.samples[later]
+        a = self.samples[max(0, later - 1)]
+        share = 0.0 if b.t == a.t else (when - a.t) / (b.t - a.t)
+        processes = {}
+        for pid, (parent, command, cpu) in b.processes.items():
+            start = a.processes.get(pid)
+            base = start[2] if start and start[1] == command else 0.0
+            processes[pid] = (parent, command, base + share * (cpu - base))
+        return a.idle + share * (b.idle - a.idle), processes
+
+
+def _descendants(root: int, parents: dict[int, int]) -> set[int]:
+    children: dict[int, list[int]] = defaultdict(list)
+    for pid, parent in parents.items():
+        children[parent].append(pid)
+    found, todo = set(), [root]
+    while todo:
+        pid = todo.pop()
+        if pid not in found:
+            found.add(pid)
+            todo.extend(children.get(pid, []))
+    return found
+
+
+def process_role(command: str) -> str:
+    """A short name for a process of a Flower run: its Ray role, or its program's name."""
+    if command.startswith("ray::"):
+        return command.split()[0].split(".")[0]
+    words = command.split()
+    programs = [w for w in words[:3] if not w.startswith("-")]
+    for word in programs[1:] if programs and Path(programs[0]).name.startswith("python") else programs:
+        return Path(word).name
+    return Path(words[0]).name if words else "?"
