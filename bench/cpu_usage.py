@@ -24,11 +24,15 @@ TICK = os.sysconf("SC_CLK_TCK")
 
 @dataclass(frozen=True)
 class Sample:
-    """One reading: wall-clock time, the machine's idle CPU seconds, each process's (parent, command, CPU s)."""
+    """One reading: wall-clock time, the machine's idle CPU seconds, each process's reading.
+
+    A process's reading is ``(parent, command, CPU seconds, start tick)``; the start tick tells a
+    reused pid from the process read before (the command does not: Ray retitles its workers per task).
+    """
 
     t: float
     idle: float
-    processes: dict[int, tuple[int, str, float]]
+    processes: dict[int, tuple[int, str, float, int]]
 
 
 def read_sample() -> Sample:
@@ -46,7 +50,7 @@ def read_sample() -> Sample:
             continue
         rest = stat[stat.rindex(")") + 2:].split()
         name = command.strip() or stat[stat.index("(") + 1:stat.rindex(")")]
-        processes[int(entry)] = (int(rest[1]), name, (int(rest[11]) + int(rest[12])) / TICK)
+        processes[int(entry)] = (int(rest[1]), name, (int(rest[11]) + int(rest[12])) / TICK, int(rest[19]))
     return Sample(time.time(), idle, processes)
 
 
@@ -89,10 +93,10 @@ class CpuSampler:
             if not self.samples or start < self.samples[0].t or end > self.samples[-1].t:
                 raise ValueError(f"window {start:.2f}..{end:.2f} lies outside the sampled time")
             (idle_start, before), (idle_end, after) = self._at(start), self._at(end)
-            tree = _descendants(root, {pid: parent for pid, (parent, _, _) in after.items()})
-            for pid, (_, command, cpu) in after.items():
+            tree = _descendants(root, {pid: reading[0] for pid, reading in after.items()})
+            for pid, (_, command, cpu, started) in after.items():
                 earlier = before.get(pid)
-                used = cpu - (earlier[2] if earlier and earlier[1] == command else 0.0)
+                used = cpu - (earlier[2] if earlier and earlier[3] == started else 0.0)
                 if used > 0:
                     spent[label(pid, command) if pid in tree else "other processes"] += used
             idle += idle_end - idle_start
@@ -101,17 +105,17 @@ class CpuSampler:
         return {"windows": len(windows), "window_seconds": length, "cores": cores, "core_seconds": length * cores,
                 "idle_seconds": idle, "by_role": dict(sorted(spent.items(), key=lambda item: -item[1]))}
 
-    def _at(self, when: float) -> tuple[float, dict[int, tuple[int, str, float]]]:
+    def _at(self, when: float) -> tuple[float, dict[int, tuple[int, str, float, int]]]:
         """Idle seconds and each process's reading at ``when``, interpolated between the bracketing samples."""
         later = next(i for i, sample in enumerate(self.samples) if sample.t >= when)
         b = self.samples[later]
         a = self.samples[max(0, later - 1)]
         share = 0.0 if b.t == a.t else (when - a.t) / (b.t - a.t)
         processes = {}
-        for pid, (parent, command, cpu) in b.processes.items():
-            start = a.processes.get(pid)
-            base = start[2] if start and start[1] == command else 0.0
-            processes[pid] = (parent, command, base + share * (cpu - base))
+        for pid, (parent, command, cpu, started) in b.processes.items():
+            earlier = a.processes.get(pid)
+            base = earlier[2] if earlier and earlier[3] == started else 0.0
+            processes[pid] = (parent, command, base + share * (cpu - base), started)
         return a.idle + share * (b.idle - a.idle), processes
 
 

@@ -53,14 +53,18 @@ def test_a_trace_without_enough_train_rounds_is_an_error_that_says_so() -> None:
 def test_cpu_time_is_interpolated_at_window_ends_and_charged_by_role() -> None:
     cpu = CpuSampler()
     # pid 10 is the root, 11 its child, 12 a stranger; 13 starts inside the window.
-    cpu.samples = [Sample(0.0, idle=100.0, processes={10: (1, "root", 0.0), 11: (10, "ray::A", 0.0),
-                                                       12: (1, "other", 0.0)}),
-                   Sample(2.0, idle=101.0, processes={10: (1, "root", 0.2), 11: (10, "ray::A", 2.0),
-                                                       12: (1, "other", 0.4), 13: (11, "child", 0.5)})]
+    # pid 10 is the root, 11 its child (retitled by Ray between samples), 12 a stranger; 13 starts inside
+    # the window; pid 14 is reused by a new process (another start tick).
+    cpu.samples = [Sample(0.0, idle=100.0, processes={10: (1, "root", 0.0, 5), 11: (10, "ray::A", 0.0, 6),
+                                                       12: (1, "other", 0.0, 7), 14: (10, "old", 9.0, 8)}),
+                   Sample(2.0, idle=101.0, processes={10: (1, "root", 0.2, 5), 11: (10, "ray::A.run", 2.0, 6),
+                                                       12: (1, "other", 0.4, 7), 13: (11, "child", 0.5, 9),
+                                                       14: (10, "new", 1.0, 10)})]
     usage = cpu.usage([(0.5, 1.5)], root=10, label=lambda pid, command: command)
     assert usage["window_seconds"] == pytest.approx(1.0)
     assert usage["idle_seconds"] == pytest.approx(0.5)
-    assert usage["by_role"] == pytest.approx({"ray::A": 1.0, "root": 0.1, "child": 0.25, "other processes": 0.2})
+    assert usage["by_role"] == pytest.approx({"ray::A.run": 1.0, "root": 0.1, "child": 0.25, "new": 0.5,
+                                              "other processes": 0.2})
     assert usage["core_seconds"] == pytest.approx(len(os.sched_getaffinity(0)))
     with pytest.raises(ValueError, match="outside the sampled time"):
         cpu.usage([(1.0, 3.0)], root=10, label=lambda pid, command: command)
