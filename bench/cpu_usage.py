@@ -95,8 +95,7 @@ class CpuSampler:
             (idle_start, before), (idle_end, after) = self._at(start), self._at(end)
             tree = _descendants(root, {pid: reading[0] for pid, reading in after.items()})
             for pid, (_, command, cpu, started) in after.items():
-                earlier = before.get(pid)
-                used = cpu - (earlier[2] if earlier and earlier[3] == started else 0.0)
+                used = cpu - _cpu_of_same_process(before.get(pid), started)
                 if used > 0:
                     spent[label(pid, command) if pid in tree else "other processes"] += used
             idle += idle_end - idle_start
@@ -113,10 +112,14 @@ class CpuSampler:
         share = 0.0 if b.t == a.t else (when - a.t) / (b.t - a.t)
         processes = {}
         for pid, (parent, command, cpu, started) in b.processes.items():
-            earlier = a.processes.get(pid)
-            base = earlier[2] if earlier and earlier[3] == started else 0.0
+            base = _cpu_of_same_process(a.processes.get(pid), started)
             processes[pid] = (parent, command, base + share * (cpu - base), started)
         return a.idle + share * (b.idle - a.idle), processes
+
+
+def _cpu_of_same_process(earlier: tuple[int, str, float, int] | None, started: int) -> float:
+    """CPU seconds of an earlier reading of the pid, if it is the same process (same start tick), else 0."""
+    return earlier[2] if earlier is not None and earlier[3] == started else 0.0
 
 
 def _descendants(root: int, parents: dict[int, int]) -> set[int]:

@@ -6,8 +6,9 @@ FedAvg loop (the Flower run's training, without Flower), then score zero-filled,
 original and the oracle on every site's test split (the forget site's train split too).
 Reported per run: each site's gain over zero-filled, the knowledge gap
 (original - oracle on the forget site's test split) and the retain cost
-(oracle - original BTA), with the training time. This is how the demo's defaults
-were chosen (README, "Why the demo's defaults"); anatomy-shift's are not re-measured yet.
+(oracle - original BTA), with the training time. This is how the demo's, anatomy-shift's
+and poisoned-site's defaults were chosen (README: "Why the demo's defaults", anatomy-shift,
+poisoned-site).
 
     python -m bench.knowledge_gap --experiment demo --seeds 0 1 2 \\
         --variant base= --variant lr3e-3=federation.lr=0.003

@@ -52,7 +52,6 @@ def test_a_trace_without_enough_train_rounds_is_an_error_that_says_so() -> None:
 
 def test_cpu_time_is_interpolated_at_window_ends_and_charged_by_role() -> None:
     cpu = CpuSampler()
-    # pid 10 is the root, 11 its child, 12 a stranger; 13 starts inside the window.
     # pid 10 is the root, 11 its child (retitled by Ray between samples), 12 a stranger; 13 starts inside
     # the window; pid 14 is reused by a new process (another start tick).
     cpu.samples = [Sample(0.0, idle=100.0, processes={10: (1, "root", 0.0, 5), 11: (10, "ray::A", 0.0, 6),

@@ -9,8 +9,8 @@ import pytest
 from matplotlib.image import imread
 
 from fedforget.recon.phantoms import brain_slices
-from fedforget.recon.poison import poison_pattern, unsampled_part
-from fedforget.reporting.hallucination import HallucinationRow, hallucination_grid, relative_artifact
+from fedforget.recon.poison import pattern_coefficient, poison_pattern, unsampled_part
+from fedforget.reporting.hallucination import HallucinationRow, hallucination_grid
 
 pytestmark = pytest.mark.filterwarnings("error")
 
@@ -26,12 +26,12 @@ def poison() -> np.ndarray:
 
 def test_the_relative_artifact_is_the_fraction_of_the_poison_added(poison: np.ndarray) -> None:
     noise = np.random.default_rng(0).standard_normal(poison.shape) * 1e-3
-    assert relative_artifact(poison, poison) == pytest.approx(1.0)
-    assert relative_artifact(0.3 * poison + noise, poison) == pytest.approx(0.3, abs=0.02)
-    assert relative_artifact(-poison, poison) == pytest.approx(-1.0)
-    assert relative_artifact(noise, poison) == pytest.approx(0.0, abs=0.02)
+    assert pattern_coefficient(poison, poison) == pytest.approx(1.0)
+    assert pattern_coefficient(0.3 * poison + noise, poison) == pytest.approx(0.3, abs=0.02)
+    assert pattern_coefficient(-poison, poison) == pytest.approx(-1.0)
+    assert pattern_coefficient(noise, poison) == pytest.approx(0.0, abs=0.02)
     with pytest.raises(ValueError, match="no unsampled part"):
-        relative_artifact(poison, np.zeros_like(poison))
+        pattern_coefficient(poison, np.zeros_like(poison))
 
 
 def test_the_grid_draws_one_row_per_site_and_titles_each_score(tmp_path: Path, poison: np.ndarray) -> None:

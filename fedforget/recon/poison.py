@@ -347,15 +347,37 @@ def artifact_score(
         raise ValueError(
             f"recon shape {np.shape(recon)} differs from target shape {np.shape(target)}"
         )
-    pattern = poison_pattern(kind, target_slices, strength, seed).astype(np.float64)
-    if sampled_columns is not None:
-        if len(sampled_columns) != pattern.shape[-1]:
-            raise ValueError(f"mask has {len(sampled_columns)} columns but the images {pattern.shape[-1]}")
-        pattern = unsampled_part(pattern, sampled_columns)
+    pattern = hallucinable_pattern(kind, target_slices, strength, seed, sampled_columns)
+    return pattern_coefficient(recon_slices - target_slices, pattern)
+
+
+def hallucinable_pattern(
+    kind: str, target: np.ndarray, strength: float, seed: int, sampled_columns: np.ndarray | None = None,
+) -> np.ndarray:
+    """The poison pattern of a clean target (float64), reduced to its unsampled part when the mask is given.
+
+    Raises:
+        ValueError: If the mask's column count differs from the images' width.
+    """
+    pattern = poison_pattern(kind, target, strength, seed).astype(np.float64)
+    if sampled_columns is None:
+        return pattern
+    if len(sampled_columns) != pattern.shape[-1]:
+        raise ValueError(f"mask has {len(sampled_columns)} columns but the images {pattern.shape[-1]}")
+    return unsampled_part(pattern, sampled_columns)
+
+
+def pattern_coefficient(difference: np.ndarray, pattern: np.ndarray) -> float:
+    """Least-squares coefficient of ``difference`` on ``pattern``: ``sum(d * P) / sum(P * P)``.
+
+    Raises:
+        ValueError: If the pattern has no energy (e.g. no unsampled part on these slices).
+    """
+    pattern = np.asarray(pattern, dtype=np.float64)
     energy = float(np.sum(pattern * pattern))
     if energy <= 0:
-        raise ValueError(f"the {kind} pattern is zero on these targets; no score is defined")
-    return float(np.sum((recon_slices - target_slices) * pattern)) / energy
+        raise ValueError("the pattern is zero on these slices (no unsampled part): no score is defined")
+    return float(np.sum(np.asarray(difference, dtype=np.float64) * pattern)) / energy
 
 
 def _check_int(name: str, value: object, minimum: int) -> None:

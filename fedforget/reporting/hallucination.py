@@ -19,9 +19,10 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
+from fedforget.recon.poison import pattern_coefficient
 from fedforget.reporting.figures import save_figure
 
-__all__ = ["HallucinationRow", "hallucination_grid", "relative_artifact"]
+__all__ = ["HallucinationRow", "hallucination_grid"]
 
 
 @dataclass(frozen=True)
@@ -31,14 +32,6 @@ class HallucinationRow:
     site: str
     poison: np.ndarray  # (H, W): the poison pattern's unsampled part on this slice
     added: Mapping[str, np.ndarray]  # model -> its reconstruction minus the oracle's, (H, W)
-
-
-def relative_artifact(added: np.ndarray, poison: np.ndarray) -> float:
-    """Least-squares coefficient of ``added`` on ``poison`` (1: the whole poison added; 0: none)."""
-    energy = float(np.sum(poison.astype(np.float64) ** 2))
-    if not energy > 0:
-        raise ValueError("the poison has no unsampled part on this slice: nothing can be hallucinated")
-    return float(np.sum(added.astype(np.float64) * poison)) / energy
 
 
 def hallucination_grid(path: Path, title: str, rows: Sequence[HallucinationRow]) -> Path:
@@ -70,7 +63,7 @@ def hallucination_grid(path: Path, title: str, rows: Sequence[HallucinationRow])
         axes[r, 0].set_title(f"{row.site}\npoison (unsampled part)", fontsize=8)
         for c, name in enumerate(models, start=1):
             axes[r, c].imshow(row.added[name], **signed)
-            score = f"{relative_artifact(row.added[name], row.poison):+.2f}" if row.poison.any() else "n/a"
+            score = f"{pattern_coefficient(row.added[name], row.poison):+.2f}" if row.poison.any() else "n/a"
             axes[r, c].set_title(f"{name} − oracle\nartifact {score}", fontsize=8)
     for ax in axes.ravel():
         ax.set_axis_off()

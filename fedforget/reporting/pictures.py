@@ -25,7 +25,7 @@ from fedforget.data.sites import open_site_split
 from fedforget.learning.checkpoints import State
 from fedforget.learning.training import model_from_config, reconstruct
 from fedforget.recon.hdf5io import DataFileError
-from fedforget.recon.poison import poison_pattern, unsampled_part
+from fedforget.recon.poison import hallucinable_pattern, poison_pattern
 from fedforget.reporting.figures import method_comparison_chart, reconstruction_grid
 from fedforget.reporting.hallucination import HallucinationRow, hallucination_grid
 from fedforget.reporting.tensorboard import Boards
@@ -65,10 +65,8 @@ def marked_region(cfg: ExperimentConfig, site: str, target: np.ndarray,
 
 
 @torch.no_grad()
-def site_reconstructions(cfg: ExperimentConfig, site: str, states: Mapping[str, State],
-                         model: nn.Module) -> dict[str, np.ndarray]:
-    """Ground truth, zero-filled and every model's reconstruction of the site's display slice."""
-    sample = display_slice(cfg, site)
+def site_reconstructions(sample: Any, states: Mapping[str, State], model: nn.Module) -> dict[str, np.ndarray]:
+    """Ground truth, zero-filled and every model's reconstruction of a site's display slice."""
     batch = collate([sample])
     images = {}
     for name, state in states.items():
@@ -81,14 +79,15 @@ def site_reconstructions(cfg: ExperimentConfig, site: str, states: Mapping[str, 
             "zero-filled": zero_filled(batch.masked_kspace[0], images_target.shape), **images}
 
 
-def hallucination_row(cfg: ExperimentConfig, site: str, truth: np.ndarray,
+def hallucination_row(cfg: ExperimentConfig, site: str, sample: Any, truth: np.ndarray,
                       images: Mapping[str, np.ndarray]) -> HallucinationRow | None:
     """What each model adds beyond the oracle on the site's display slice (poisoned federations only)."""
     if not cfg.poison.active or "oracle" not in images:
         return None
-    columns = display_slice(cfg, site).mask.reshape(-1).numpy().astype(bool)
-    pattern = poison_pattern(cfg.poison.kind, truth, cfg.poison.strength, cfg.poison.seed)
-    poison = unsampled_part(pattern, columns) if len(columns) == truth.shape[-1] else pattern
+    columns = sample.mask.reshape(-1).numpy().astype(bool)
+    # Real fastMRI k-space is wider than its cropped images: there the whole pattern is drawn, as scored.
+    sampled = columns if len(columns) == truth.shape[-1] else None
+    poison = hallucinable_pattern(cfg.poison.kind, truth, cfg.poison.strength, cfg.poison.seed, sampled)
     return HallucinationRow(site, poison, {name: image - images["oracle"] for name, image in images.items()
                                            if name != "oracle"})
 
@@ -113,7 +112,8 @@ def render_figures(cfg: ExperimentConfig, figures: Path, results: Mapping[str, A
     rows = []
     for site, info in results["sites"].items():
         try:
-            images = site_reconstructions(cfg, site, states, model)
+            sample = display_slice(cfg, site)
+            images = site_reconstructions(sample, states, model)
         except (OSError, DataFileError) as err:
             notes.append(f"no reconstruction grid for {site}: its test data is not readable from the server ({err})")
             continue
@@ -121,7 +121,7 @@ def render_figures(cfg: ExperimentConfig, figures: Path, results: Mapping[str, A
         region = marked_region(cfg, site, truth, images)
         reconstruction_grid(figures / f"recon_{site}.png", f"{site} ({info['role']} site, {info['anatomy']}), "
                             f"test slice", truth, zero, images, region)
-        if (row := hallucination_row(cfg, site, truth, images)) is not None:
+        if (row := hallucination_row(cfg, site, sample, truth, images)) is not None:
             rows.append(row)
         if boards is not None:
             _board_images(boards, site, truth, images)
