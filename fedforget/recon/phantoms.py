@@ -60,6 +60,7 @@ __all__ = [
     "TISSUE_MAPS",
     "check_contrast",
     "brain_slices",
+    "untextured_slices",
     "brain_tissue_maps",
     "knee_slices",
     "knee_tissue_maps",
@@ -471,11 +472,14 @@ class _Layer(NamedTuple):
         alpha: Fractional coverage in [0, 1], broadcastable to (S, H, W).
         texture: Multiplicative modulation of the tissue's value (scalar or
             broadcastable map), the same in every contrast.
+        is_texture: The whole layer is texture (random structure no anatomy
+            predicts, such as intermuscular fat streaks), not anatomy.
     """
 
     tissue: str
     alpha: np.ndarray
     texture: np.ndarray | float = 1.0
+    is_texture: bool = False
 
 
 class _Subject(NamedTuple):
@@ -540,6 +544,33 @@ def _render(subject: _Subject, contrast: str) -> np.ndarray:
         image += layer.alpha * (table[layer.tissue] * layer.texture - image)
     image *= subject.modulation
     return _finish(image, subject.phase)
+
+
+def _without_texture(subject: _Subject, keep_texture_layers: bool) -> _Subject:
+    layers = [layer._replace(texture=1.0) for layer in subject.layers
+              if keep_texture_layers or not layer.is_texture]
+    return subject._replace(layers=layers)
+
+
+def untextured_slices(
+    anatomy: str, num_slices: int, size: int, seed: int, contrast: str, keep_texture_layers: bool = False
+) -> np.ndarray:
+    """The slices of ``brain_slices`` / ``knee_slices`` with every texture switched off.
+
+    The same subject, contrast, shading and phase; every layer's
+    multiplicative texture (marrow struts, fat septa, muscle fibres, scalp
+    variation) is 1, and layers that are texture as a whole (the knee's
+    intermuscular fat streaks) are left out unless ``keep_texture_layers``.
+    The brain's faint global tissue texture (2.5 %) stays. What differs from the textured slices is what no model of the anatomy
+    can predict (``bench/texture_floor.py``).
+
+    Raises:
+        ValueError: For an unknown anatomy or contrast, ``num_slices < 1`` or
+            ``size < 16``.
+    """
+    check_contrast(anatomy, contrast)
+    subject = (_brain_subject if anatomy == "brain" else _knee_subject)(num_slices, size, seed)
+    return _render(_without_texture(subject, keep_texture_layers), contrast)
 
 
 def _tissue_fractions(subject: _Subject) -> dict[str, np.ndarray]:
@@ -954,7 +985,7 @@ def _limb_layers(
         ),
         _Layer("muscle", muscle, 1.0 + _MUSCLE_FIBRES * fibres),
         _Layer("fat", muscle * (_PERIARTICULAR_FAT * near_joint)),
-        _Layer("fat", muscle * (_STREAK_FAT * _cover_band(streaks, 0.18))),
+        _Layer("fat", muscle * (_STREAK_FAT * _cover_band(streaks, 0.18)), is_texture=True),
     ]
     return layers, near_joint
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fedforget.recon.phantoms import CONTRASTS, PHANTOMS, brain_slices, knee_slices
+from fedforget.recon.phantoms import CONTRASTS, PHANTOMS, brain_slices, knee_slices, untextured_slices
 
 ANATOMIES = sorted(PHANTOMS)
 ALL_CONTRASTS = [(a, c) for a in ANATOMIES for c in CONTRASTS[a]]
@@ -124,3 +124,27 @@ def test_bad_arguments(args):
         brain_slices(*args)
     with pytest.raises(ValueError):
         knee_slices(*args)
+
+
+@pytest.mark.parametrize("anatomy,contrast", ALL_CONTRASTS)
+def test_untextured_slices_are_the_same_subject_with_less_fine_detail(anatomy, contrast):
+    textured = PHANTOMS[anatomy](4, 64, 5, contrast=contrast)
+    smooth = untextured_slices(anatomy, 4, 64, 5, contrast)
+    assert smooth.shape == textured.shape and smooth.dtype == np.complex64
+    assert _corr(smooth, textured) > 0.9  # the anatomy is unchanged
+    assert _high_frequency_fraction(smooth, 0.25) < _high_frequency_fraction(textured, 0.25)
+
+
+def test_texture_layers_are_the_knees_fat_streaks():
+    without = untextured_slices("knee", 3, 64, 2, "CORPD_FBK")
+    kept = untextured_slices("knee", 3, 64, 2, "CORPD_FBK", keep_texture_layers=True)
+    # Streaks are fat painted over muscle: keeping them only brightens the PD image.
+    assert (np.abs(kept) - np.abs(without)).min() > -1e-4
+    assert np.abs(kept - without).max() > 0.1
+    brain = untextured_slices("brain", 3, 64, 2, "AXT2")
+    np.testing.assert_array_equal(brain, untextured_slices("brain", 3, 64, 2, "AXT2", keep_texture_layers=True))
+
+
+def test_untextured_slices_reject_an_unknown_contrast():
+    with pytest.raises(ValueError, match="AXT2.*brain contrast"):
+        untextured_slices("knee", 2, 64, 0, "AXT2")
