@@ -20,7 +20,7 @@ import numpy as np
 from fedforget.configs.schema import PoisonConfig
 from fedforget.learning.evaluation import Evaluation, VolumeScore
 from fedforget.learning.intervals import bootstrap_interval
-from fedforget.recon.poison import artifact_score
+from fedforget.recon.poison import artifact_score, columns_on_image_grid
 
 
 def average_ranks(values: np.ndarray) -> np.ndarray:
@@ -96,9 +96,8 @@ def artifact_scorer(poison: PoisonConfig, split: str) -> VolumeScore | None:
         return None
 
     def score(target: np.ndarray, recon: np.ndarray, sampled: np.ndarray) -> dict[str, float]:
-        # Only the unsampled part of the poison can be hallucinated (data consistency fixes the rest);
-        # real fastMRI k-space is wider than its cropped images, where the full pattern is used.
-        columns = sampled if len(sampled) == target.shape[-1] else None
+        # Only the unsampled part of the poison can be hallucinated (data consistency fixes the rest).
+        columns = columns_on_image_grid(sampled, target.shape[-1])
         return {"artifact_score": artifact_score(poison.kind, recon, target, poison.strength, poison.seed, columns)}
 
     return score

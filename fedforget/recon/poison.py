@@ -60,6 +60,9 @@ __all__ = [
     "poison_pattern",
     "poison_target",
     "artifact_score",
+    "hallucinable_pattern",
+    "pattern_coefficient",
+    "columns_on_image_grid",
     "poison_site",
     "load_manifest",
     "MANIFEST_FILE",
@@ -365,6 +368,15 @@ def hallucinable_pattern(
     if len(sampled_columns) != pattern.shape[-1]:
         raise ValueError(f"mask has {len(sampled_columns)} columns but the images {pattern.shape[-1]}")
     return unsampled_part(pattern, sampled_columns)
+
+
+def columns_on_image_grid(sampled_columns: np.ndarray, image_width: int) -> np.ndarray | None:
+    """The mask's columns when they are the image's columns, else None (score the whole pattern).
+
+    Real fastMRI k-space is wider than its centre-cropped images, so its mask does not map onto
+    the image's columns; the synthetic data's does.
+    """
+    return sampled_columns if len(sampled_columns) == image_width else None
 
 
 def pattern_coefficient(difference: np.ndarray, pattern: np.ndarray) -> float:

@@ -25,7 +25,7 @@ from fedforget.data.sites import open_site_split
 from fedforget.learning.checkpoints import State
 from fedforget.learning.training import model_from_config, reconstruct
 from fedforget.recon.hdf5io import DataFileError
-from fedforget.recon.poison import hallucinable_pattern, poison_pattern
+from fedforget.recon.poison import columns_on_image_grid, hallucinable_pattern, poison_pattern
 from fedforget.reporting.figures import method_comparison_chart, reconstruction_grid
 from fedforget.reporting.hallucination import HallucinationRow, hallucination_grid
 from fedforget.reporting.tensorboard import Boards
@@ -84,9 +84,7 @@ def hallucination_row(cfg: ExperimentConfig, site: str, sample: Any, truth: np.n
     """What each model adds beyond the oracle on the site's display slice (poisoned federations only)."""
     if not cfg.poison.active or "oracle" not in images:
         return None
-    columns = sample.mask.reshape(-1).numpy().astype(bool)
-    # Real fastMRI k-space is wider than its cropped images: there the whole pattern is drawn, as scored.
-    sampled = columns if len(columns) == truth.shape[-1] else None
+    sampled = columns_on_image_grid(sample.mask.reshape(-1).numpy().astype(bool), truth.shape[-1])
     poison = hallucinable_pattern(cfg.poison.kind, truth, cfg.poison.strength, cfg.poison.seed, sampled)
     return HallucinationRow(site, poison, {name: image - images["oracle"] for name, image in images.items()
                                            if name != "oracle"})

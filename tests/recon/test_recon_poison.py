@@ -21,6 +21,7 @@ from fedforget.recon.poison import (
     PoisonManifest,
     PoisonSpec,
     artifact_score,
+    columns_on_image_grid,
     load_manifest,
     poison_pattern,
     poison_site,
@@ -479,3 +480,9 @@ def test_artifact_score_on_the_unsampled_part_ignores_what_the_mask_measured():
     assert artifact_score("lesion", target + sampled_only, target, 1.0, 3, sampled) == pytest.approx(0.0, abs=1e-6)
     with pytest.raises(ValueError, match="columns"):
         artifact_score("lesion", target, target, 1.0, 3, sampled[:16])
+
+
+def test_mask_columns_are_used_only_on_the_image_grid():
+    mask = np.array([True, False, True, False])
+    assert columns_on_image_grid(mask, 4) is mask
+    assert columns_on_image_grid(mask, 3) is None  # real fastMRI: k-space wider than the cropped image
