@@ -69,7 +69,8 @@ def audit_with_heldout(run: Path, cfg: ExperimentConfig, models: list[str]) -> d
             cfg, run / "checkpoints" / f"{name}.pt")
         scored = {split: runtime.score(reconstructor, split).slice_losses - reference[split].slice_losses
                   for split in SPLITS}
-        by_contrast = {c: membership_auc(scored["train"][contrast["train"] == c], scored[HELDOUT][contrast[HELDOUT] == c])
+        by_contrast = {c: membership_auc(scored["train"][contrast["train"] == c],
+                                         scored[HELDOUT][contrast[HELDOUT] == c])
                        for c in sorted(set(contrast[HELDOUT])) if (contrast["train"] == c).any()}
         rows[name] = {"pooled": membership_auc(scored["train"], scored[HELDOUT]), "by_acquisition": by_contrast}
     counts = {split: {c: int(n) for c, n in zip(*np.unique(contrast[split], return_counts=True))} for split in SPLITS}

@@ -561,8 +561,9 @@ def untextured_slices(
     multiplicative texture (marrow struts, fat septa, muscle fibres, scalp
     variation) is 1, and layers that are texture as a whole (the knee's
     intermuscular fat streaks) are left out unless ``keep_texture_layers``.
-    The brain's faint global tissue texture (2.5 %) stays. What differs from the textured slices is what no model of the anatomy
-    can predict (``bench/texture_floor.py``).
+    The brain's faint global tissue texture (2.5 %) stays. What differs
+    from the textured slices is what no model of the anatomy can predict
+    (``bench/texture_floor.py``).
 
     Raises:
         ValueError: For an unknown anatomy or contrast, ``num_slices < 1`` or
