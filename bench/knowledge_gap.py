@@ -22,13 +22,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-import h5py
 import torch
 
 from bench.common import write_result
 from fedforget.configs import load_experiment
 from fedforget.configs.compose import fingerprint, to_plain
 from fedforget.configs.schema import ExperimentConfig
+from fedforget.data.inspection import acquisition_of
 from fedforget.data.sites import open_site_split
 from fedforget.data.synthetic import prepare_synthetic_data
 from fedforget.learning.audits import artifact_scorer
@@ -51,8 +51,7 @@ def psnr_by_contrast(dataset, result) -> dict[str, float]:
     folder = Path(dataset.raw_samples[0].fname).parent
     groups: dict[str, list[float]] = {}
     for name, metrics in zip(result.volume_names, result.per_volume):
-        with h5py.File(folder / name, "r") as hf:
-            groups.setdefault(str(hf.attrs.get("acquisition", "?")), []).append(metrics.psnr)
+        groups.setdefault(acquisition_of(folder / name) or "?", []).append(metrics.psnr)
     return {contrast: statistics.fmean(values) for contrast, values in sorted(groups.items())}
 
 

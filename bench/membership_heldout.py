@@ -16,13 +16,13 @@ import argparse
 import dataclasses
 from pathlib import Path
 
-import h5py
 import numpy as np
 import torch
 
 from bench.common import write_result
 from fedforget.clients.site import HELDOUT, SiteRuntime, resolve_site
 from fedforget.configs.schema import ExperimentConfig
+from fedforget.data.inspection import acquisition_of
 from fedforget.data.preparation import prepare_data
 from fedforget.learning.audits import membership_auc
 from fedforget.learning.checkpoints import load_checkpoint
@@ -48,10 +48,7 @@ def _checkpoint_model(cfg: ExperimentConfig, path: Path) -> Reconstructor:
 
 def _acquisitions(runtime: SiteRuntime, split: str, scores: Evaluation) -> np.ndarray:
     folder = Path(runtime.split("test" if split == HELDOUT else "train").raw_samples[0].fname).parent
-    names = {}
-    for name in set(scores.volume_names):
-        with h5py.File(folder / name, "r") as hf:
-            names[name] = str(hf.attrs.get("acquisition", "?"))
+    names = {name: acquisition_of(folder / name) or "?" for name in set(scores.volume_names)}
     return np.array([names[scores.volume_names[v]] for v in scores.slice_volumes])
 
 

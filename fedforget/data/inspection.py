@@ -73,7 +73,7 @@ class FolderCheck:
         return not self.problems
 
 
-def _acquisition(path: Path) -> str | None:
+def acquisition_of(path: Path) -> str | None:
     """The ``acquisition`` attribute (e.g. AXT2, CORPD_FBK) of a validated file, if it has one."""
     with h5py.File(path, "r") as hf:
         value = hf.attrs.get("acquisition")
@@ -88,7 +88,7 @@ def check_file(entry: Path) -> FileCheck:
         info = validate_entry(entry, scan_kspace=True)
     except DataFileError as err:
         return FileCheck(entry, None, problem=str(err))
-    return FileCheck(entry, info, _acquisition(entry))
+    return FileCheck(entry, info, acquisition_of(entry))
 
 
 def check_folder(folder: Path) -> FolderCheck:
