@@ -6,6 +6,11 @@ CPU seconds spent between two wall-clock times to each process of a process tree
 (labelled by a caller's function), to every other process on the machine, and to
 idle. On a machine whose cores training should fill, that says whether a slower
 run lost its time to other processes (its own helpers or strangers) or to waiting.
+
+The sampler is itself a process on those cores, and its cost grows with the number
+of processes it reads (a Flower run has ~30, a plain loop 1), so it reads each
+process's command line only when the process is new or every ``refresh_seconds``
+(Ray retitles its workers), and reports its own CPU seconds (``sampler_seconds``).
 """
 
 from __future__ import annotations
@@ -35,8 +40,14 @@ class Sample:
     processes: dict[int, tuple[int, str, float, int]]
 
 
-def read_sample() -> Sample:
-    """The machine's idle time and every readable process's CPU time, now."""
+Commands = dict[tuple[int, int], str]
+
+
+def read_sample(known: Commands | None = None) -> Sample:
+    """The machine's idle time and every readable process's CPU time, now.
+
+    ``known`` maps ``(pid, start tick)`` to a command already read; new processes are added to it.
+    """
     fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
     idle = (int(fields[3]) + int(fields[4])) / TICK  # idle + iowait
     processes = {}
@@ -44,22 +55,33 @@ def read_sample() -> Sample:
         if not entry.isdigit():
             continue
         try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-            command = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            with open(f"/proc/{entry}/stat", "rb") as handle:
+                stat = handle.read().decode(errors="replace")
+            rest = stat[stat.rindex(")") + 2:].split()
+            key = (int(entry), int(rest[19]))
+            name = None if known is None else known.get(key)
+            if name is None:
+                command = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                name = command.strip() or stat[stat.index("(") + 1:stat.rindex(")")]
+                if known is not None:
+                    known[key] = name
         except OSError:  # the process ended while being read
             continue
-        rest = stat[stat.rindex(")") + 2:].split()
-        name = command.strip() or stat[stat.index("(") + 1:stat.rindex(")")]
         processes[int(entry)] = (int(rest[1]), name, (int(rest[11]) + int(rest[12])) / TICK, int(rest[19]))
     return Sample(time.time(), idle, processes)
 
 
 @dataclass
 class CpuSampler:
-    """Samples ``/proc`` every ``interval`` seconds in a daemon thread while running (a context manager)."""
+    """Samples ``/proc`` every ``interval`` seconds in a daemon thread while running (a context manager).
+
+    ``sampler_seconds`` is the CPU time the sampling thread used.
+    """
 
     interval: float = 0.25
+    refresh_seconds: float = 2.0
     samples: list[Sample] = field(default_factory=list)
+    sampler_seconds: float = 0.0
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -76,8 +98,13 @@ class CpuSampler:
         self.samples.append(read_sample())
 
     def _loop(self) -> None:
+        known: Commands = {}
+        refreshed = time.monotonic()
         while not self._stop.wait(self.interval):
-            self.samples.append(read_sample())
+            if time.monotonic() - refreshed >= self.refresh_seconds:
+                known, refreshed = {}, time.monotonic()
+            self.samples.append(read_sample(known))
+        self.sampler_seconds = time.thread_time()
 
     def usage(self, windows: list[tuple[float, float]], root: int, label: Callable[[int, str], str]
               ) -> dict[str, Any]:
@@ -102,7 +129,8 @@ class CpuSampler:
             length += end - start
         cores = len(os.sched_getaffinity(0))
         return {"windows": len(windows), "window_seconds": length, "cores": cores, "core_seconds": length * cores,
-                "idle_seconds": idle, "by_role": dict(sorted(spent.items(), key=lambda item: -item[1]))}
+                "idle_seconds": idle, "by_role": dict(sorted(spent.items(), key=lambda item: -item[1])),
+                "sampler_seconds_whole_run": self.sampler_seconds}
 
     def _at(self, when: float) -> tuple[float, dict[int, tuple[int, str, float, int]]]:
         """Idle seconds and each process's reading at ``when``, interpolated between the bracketing samples."""

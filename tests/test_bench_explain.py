@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from bench.cpu_usage import CpuSampler, Sample, process_role
+from bench.cpu_usage import CpuSampler, Sample, process_role, read_sample
 from bench.round_parts import PARTS, round_parts, summarise_rounds, train_rounds
 
 
@@ -69,11 +69,22 @@ def test_cpu_time_is_interpolated_at_window_ends_and_charged_by_role() -> None:
         cpu.usage([(1.0, 3.0)], root=10, label=lambda pid, command: command)
 
 
-def test_a_live_sample_sees_this_process() -> None:
+def test_a_live_sample_sees_this_process_and_counts_its_own_cost() -> None:
     with CpuSampler(interval=0.01) as cpu:
         sum(i * i for i in range(200_000))
     assert os.getpid() in cpu.samples[-1].processes
     assert len(cpu.samples) >= 2
+    assert cpu.sampler_seconds > 0
+
+
+def test_a_known_process_command_is_not_read_again_but_a_new_process_is() -> None:
+    first = read_sample()
+    started = first.processes[os.getpid()][3]
+    known = {(os.getpid(), started): "remembered"}
+    sample = read_sample(known)
+    assert sample.processes[os.getpid()][1] == "remembered"
+    assert len(known) == len(sample.processes)  # every other process was read and remembered
+    assert {command for (_, command, _, _) in sample.processes.values()} - {"remembered"}
 
 
 @pytest.mark.parametrize(("command", "role"), [
@@ -84,3 +95,20 @@ def test_a_live_sample_sees_this_process() -> None:
 ])
 def test_processes_of_a_flower_run_get_short_role_names(command: str, role: str) -> None:
     assert process_role(command) == role
+
+
+@pytest.mark.parametrize(("ratios", "call"), [
+    ([1.01, 1.02, 1.03], "met"),
+    ([1.08, 1.09, 1.10], "missed"),
+    ([1.033, 1.087], "not distinguishable from the goal"),
+    ([1.03], "one run: no interval"),
+])
+def test_the_overhead_verdict_accounts_for_the_spread_between_runs(ratios: list[float], call: str) -> None:
+    from bench.federation_overhead import verdict
+
+    result = verdict(ratios, goal=1.05)
+    assert result["verdict"] == call
+    assert result["mean_ratio"] == pytest.approx(sum(ratios) / len(ratios))
+    if len(ratios) > 1:
+        low, high = result["interval"]
+        assert low < result["mean_ratio"] < high
