@@ -232,7 +232,7 @@ def verdict(ratios: list[float], goal: float = GOAL_RATIO) -> dict[str, Any]:
 
 def _verdict_summary(pairing: str, v: dict[str, Any]) -> str:
     spread = "" if v["interval"] is None else f" ({v['interval'][0]:.3f}-{v['interval'][1]:.3f})"
-    return f"{pairing}: mean ratio {v['mean_ratio']:.3f}{spread} over {len(v['ratios'])} runs, goal {v['verdict']}"
+    return f"{pairing}: mean ratio {v['mean_ratio']:.3f}{spread} over {len(v['ratios'])} runs: {v['verdict']}"
 
 
 def main(argv: list[str] | None = None) -> None:
