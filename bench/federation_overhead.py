@@ -53,8 +53,8 @@ from bench.round_parts import round_parts, summarise_rounds, train_rounds
 from fedforget.configs import load_experiment
 from fedforget.configs.schema import ExperimentConfig
 from fedforget.data.synthetic import prepare_synthetic_data
-from fedforget.learning.intervals import mean_interval
 from fedforget.learning.checkpoints import State, load_checkpoint
+from fedforget.learning.intervals import mean_interval
 from fedforget.learning.plain_loop import PlainResult, SequentialTrainer, Update, plain_fedavg
 from fedforget.strategies.trace import TRACE_ENV, read_traces
 
