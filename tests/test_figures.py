@@ -9,7 +9,12 @@ import pytest
 from matplotlib.image import imread
 
 from fedforget.recon.phantoms import brain_slices
-from fedforget.reporting.figures import method_comparison_chart, reconstruction_grid, sweep_curve
+from fedforget.reporting.figures import (
+    method_comparison_chart,
+    reconstruction_grid,
+    retain_trajectory,
+    sweep_curve,
+)
 
 # matplotlib warnings (a log axis without data, a layout that does not fit)
 # mean an unreadable figure: fail on them.
@@ -136,11 +141,21 @@ def test_sweep_curve(tmp_path):
     image = load(sweep_curve(tmp_path / "a" / "s.png", sweep_points(),
                              reference={"original": 31.0, "oracle": 32.5}))
     assert 400 <= image.shape[0] <= 900 and 1000 <= image.shape[1] <= 1800
-    # One method, one fraction, one seed: no fit possible, still a figure.
+    # One method, one fraction, one seed: a single point, still a figure.
     load(sweep_curve(tmp_path / "b" / "s.png", sweep_points(("ft",), (0.1,), 1)))
-    # Two distinct times: a straight-line fit; reference with only the oracle.
+    # Two fractions, one seed each; reference with only the oracle.
     load(sweep_curve(tmp_path / "c" / "s.png", sweep_points(("ssd",), (0.05, 0.2), 1),
                      reference={"oracle": 32.0}))
+
+
+def test_retain_trajectory_orders_by_fraction_and_averages_seeds():
+    fractions = np.array([0.5, 0.01, 0.5, 0.1, 0.01])
+    seconds = np.array([14.0, 12.0, 16.0, 11.0, 10.0])
+    bta = np.array([24.0, 22.0, 23.0, 23.5, 21.0])
+    levels, mean_seconds, mean_bta = retain_trajectory(fractions, seconds, bta)
+    np.testing.assert_allclose(levels, [0.01, 0.1, 0.5])
+    np.testing.assert_allclose(mean_seconds, [11.0, 11.0, 15.0])
+    np.testing.assert_allclose(mean_bta, [21.5, 23.5, 23.5])
 
 
 def test_sweep_curve_rejects_bad_points(tmp_path):
