@@ -152,10 +152,11 @@ def test_retain_trajectory_orders_by_fraction_and_averages_seeds():
     fractions = np.array([0.5, 0.01, 0.5, 0.1, 0.01])
     seconds = np.array([14.0, 12.0, 16.0, 11.0, 10.0])
     bta = np.array([24.0, 22.0, 23.0, 23.5, 21.0])
-    levels, mean_seconds, mean_bta = retain_trajectory(fractions, seconds, bta)
-    np.testing.assert_allclose(levels, [0.01, 0.1, 0.5])
-    np.testing.assert_allclose(mean_seconds, [11.0, 11.0, 15.0])
-    np.testing.assert_allclose(mean_bta, [21.5, 23.5, 23.5])
+    trajectory = retain_trajectory(fractions, seconds, bta)
+    np.testing.assert_allclose(trajectory.fractions, [0.01, 0.1, 0.5])
+    np.testing.assert_allclose(trajectory.mean_seconds, [11.0, 11.0, 15.0])
+    np.testing.assert_allclose(trajectory.mean_bta, [21.5, 23.5, 23.5])
+    np.testing.assert_allclose(trajectory.std_bta, [0.5, 0.0, 0.5])
 
 
 def test_sweep_curve_rejects_bad_points(tmp_path):

@@ -16,7 +16,7 @@ import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from matplotlib import patheffects
@@ -349,10 +349,17 @@ def _percent(value: float, _pos: int = 0) -> str:
     return f"{percent:.0f}%" if percent >= 1 else f"{percent:.2g}%"
 
 
-def retain_trajectory(
-    fractions: np.ndarray, seconds: np.ndarray, bta: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One method's mean unlearning time and BTA at each retain fraction, in order of fraction.
+class RetainTrajectory(NamedTuple):
+    """One method's runs summarised per retain fraction, in ascending order of fraction."""
+
+    fractions: np.ndarray
+    mean_seconds: np.ndarray
+    mean_bta: np.ndarray
+    std_bta: np.ndarray
+
+
+def retain_trajectory(fractions: np.ndarray, seconds: np.ndarray, bta: np.ndarray) -> RetainTrajectory:
+    """One method's mean unlearning time and mean and spread of BTA at each retain fraction.
 
     Args:
         fractions: Retain fraction of each run.
@@ -360,13 +367,17 @@ def retain_trajectory(
         bta: BTA PSNR (dB) of each run.
 
     Returns:
-        ``(levels, mean_seconds, mean_bta)``: the distinct fractions in
-        ascending order and, for each, the mean time and BTA over its runs.
+        The distinct fractions in ascending order and, for each, the mean
+        time, the mean BTA and the BTA's standard deviation over its runs.
     """
     levels = np.unique(fractions)
-    mean_seconds = np.array([seconds[fractions == level].mean() for level in levels])
-    mean_bta = np.array([bta[fractions == level].mean() for level in levels])
-    return levels, mean_seconds, mean_bta
+    runs = [fractions == level for level in levels]
+    return RetainTrajectory(
+        fractions=levels,
+        mean_seconds=np.array([seconds[at].mean() for at in runs]),
+        mean_bta=np.array([bta[at].mean() for at in runs]),
+        std_bta=np.array([bta[at].std() for at in runs]),
+    )
 
 
 def sweep_curve(
@@ -382,8 +393,8 @@ def sweep_curve(
     of the federated-unlearning paper's retain-fraction study), every run a
     dot, and per method a line through its mean point at each ``p`` in
     order of ``p``, labelled with ``p``. No curve is fitted: with a fixed
-    step budget the times of different ``p`` differ by little more than
-    timing noise, and a fitted polynomial drew maxima where no run was. One
+    step budget the times of different ``p`` differ by a few seconds, and a
+    fitted polynomial drew maxima where no run was. One
     colour per method; original and oracle BTA as dashed lines when given.
 
     Args:
@@ -425,14 +436,14 @@ def sweep_curve(
         bta = np.array([float(r["bta_psnr"]) for r in runs])
         seconds = np.array([float(r["seconds"]) for r in runs])
         left.scatter(p, bta, s=14, color=colour, alpha=0.35, linewidths=0)
-        levels, mean_seconds, mean_bta = retain_trajectory(p, seconds, bta)
-        stds = [bta[p == level].std() for level in levels]
-        left.errorbar(levels, mean_bta, yerr=stds, color=colour, marker="o", markersize=5,
-                      capsize=3, linewidth=1.6, label=method)
+        trajectory = retain_trajectory(p, seconds, bta)
+        left.errorbar(trajectory.fractions, trajectory.mean_bta, yerr=trajectory.std_bta, color=colour,
+                      marker="o", markersize=5, capsize=3, linewidth=1.6, label=method)
 
         right.scatter(seconds, bta, s=14, color=colour, alpha=0.35, linewidths=0)
-        right.plot(mean_seconds, mean_bta, color=colour, marker="o", markersize=5, linewidth=1.6)
-        for level, x, y in zip(levels, mean_seconds, mean_bta):
+        right.plot(trajectory.mean_seconds, trajectory.mean_bta, color=colour, marker="o", markersize=5,
+                   linewidth=1.6)
+        for level, x, y in zip(trajectory.fractions, trajectory.mean_seconds, trajectory.mean_bta):
             right.annotate(_percent(level), (x, y), textcoords="offset points", xytext=(4, 4),
                            fontsize=7, color=colour)
 
