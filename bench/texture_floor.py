@@ -21,6 +21,7 @@ that any learned model can reach on that contrast. Single-coil, noise-free, the 
 from __future__ import annotations
 
 import argparse
+
 import numpy as np
 
 from bench.common import write_result

@@ -7,7 +7,7 @@ import pytest
 from fedforget.configs import ConfigError, load_experiment
 from fedforget.configs.compose import split_overrides
 from fedforget.configs.schema import ExperimentConfig
-from fedforget.unlearning import REGISTRY
+from fedforget.unlearning import HISTORY_REGISTRY, REGISTRY
 
 
 def _brain_to_knee_volumes(cfg: ExperimentConfig) -> float:
@@ -50,7 +50,39 @@ def test_default_budget_is_ten_percent_of_training_steps() -> None:
 
 
 def test_methods_all_expands_to_the_registry() -> None:
-    assert load_experiment("smoke", ["unlearning.methods=[all]"]).unlearning.methods == list(REGISTRY)
+    assert load_experiment("smoke", ["unlearning.methods=[all]"]).unlearning.methods == [*REGISTRY, *HISTORY_REGISTRY]
+
+
+def test_method_groups_expand_in_place() -> None:
+    cfg = load_experiment("smoke", ["unlearning.methods=[history,ft,retrain_budget@0.5]"])
+    assert cfg.unlearning.methods == [*HISTORY_REGISTRY, "ft", "retrain_budget@0.5"]
+    assert load_experiment("smoke", ["unlearning.methods=[centralised]"]).unlearning.methods == list(REGISTRY)
+
+
+@pytest.mark.parametrize(("overrides", "expected"), [
+    (["federation.history.every=0", "unlearning.methods=[ft,sifu]"],
+     "['sifu'], which read the server's round history, but federation.history.every=0 keeps none: "
+     "set federation.history.every=1"),
+    (["federation.history.every=2", "unlearning.methods=[fedrecover]"],
+     "federation.history.every to a divisor of 1"),
+    (["federation.history.every=2", "unlearning.methods=[federaser]", "unlearning.federaser.interval=3"],
+     "federation.history.every to a divisor of 3"),
+    (["unlearning.methods=[fukd]", "unlearning.fukd.repair=kd"], "set unlearning.retain_access=server"),
+    (["unlearning.methods=[retrain_budget@1.5]"], "retrain_budget@<fraction in (0, 1]>"),
+    (["unlearning.methods=[sifu@2]"], "unknown method(s) ['sifu@2']"),
+    (["sites.knee-0.joins_at_round=2"], "sites.knee-0.joins_at_round=2 is invalid: expected fewer than "
+                                        "federation.rounds=2"),
+])
+def test_history_methods_are_refused_without_the_history_they_read(overrides: list[str], expected: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_experiment("smoke", overrides)
+    assert expected in str(caught.value)
+
+
+def test_history_methods_pass_with_a_matching_history() -> None:
+    cfg = load_experiment("smoke", ["federation.history.every=2", "unlearning.methods=[federaser,puf,rollback]",
+                                    "unlearning.federaser.interval=4"])
+    assert cfg.reads_round_history and cfg.federation.history.keeps(3) and not cfg.federation.history.keeps(2)
 
 
 @pytest.mark.parametrize(
@@ -91,10 +123,11 @@ def test_overrides_string_splits_on_spaces_outside_brackets() -> None:
 
 
 def test_the_schema_names_every_registered_method_in_order() -> None:
-    from fedforget.configs.schema import METHOD_NAMES
-    from fedforget.unlearning import REGISTRY
+    from fedforget.configs.schema import CENTRALISED_METHODS, HISTORY_METHODS, METHOD_NAMES
+    from fedforget.unlearning import HISTORY_REGISTRY, REGISTRY
 
-    assert tuple(REGISTRY) == METHOD_NAMES
+    assert (tuple(REGISTRY), tuple(HISTORY_REGISTRY)) == (CENTRALISED_METHODS, HISTORY_METHODS)
+    assert METHOD_NAMES == CENTRALISED_METHODS + HISTORY_METHODS
 
 
 def test_group_files_state_only_what_differs_from_the_schema() -> None:
@@ -178,7 +211,7 @@ def test_a_run_config_is_composed_once_per_machine_and_read_back_equal(
     monkeypatch.setattr(compose, "_hydra", lambda: pytest.fail("composed again instead of reading the memo"))
     again = compose.load_from_run_config(run_config)
     assert again == first and again is not first
-    assert type(again.federation.lr) is float and again.unlearning.methods == list(REGISTRY)
+    assert type(again.federation.lr) is float and again.unlearning.methods == [*REGISTRY, *HISTORY_REGISTRY]
 
 
 def test_a_damaged_or_foreign_config_memo_is_composed_again(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,7 +1,8 @@
 """The ClientApp: what a site does when the server asks (Message API only).
 
 - ``query.site``: say which site this node is and how much data it holds (validating it).
-- ``train``: FedAvg local training from the received global model.
+- ``train``: FedAvg local training from the received global model (also a history-based unlearning
+  method's local round, at the learning rate it sends; PUF's on the forget set).
 - ``evaluate``: fastMRI metrics of the received model on the site's splits (+ membership audit).
 - ``train.unlearn``: one party's share of an unlearning step (a gradient or importances), or of
   a local round (the change of its weights after k local steps, or a guide's mean gradient),
@@ -33,8 +34,13 @@ from fedforget.learning.evaluation import zero_filled as zero_filled_reconstruct
 from fedforget.learning.training import reconstruct, train_steps
 from fedforget.strategies.protocol import (
     ARRAYS,
+    EXCHANGE,
+    FIRST_BATCH,
+    LOCAL_STEPS,
     ORIGINAL,
     REFERENCE,
+    ROUND_DATA,
+    ROUND_LR,
     SITE,
     ZERO_FILLED,
     SiteError,
@@ -54,6 +60,7 @@ from fedforget.unlearning.base import (
     squared_gradient_mean,
     term_gradients,
 )
+from fedforget.unlearning.history_base import FORGET_DATA
 
 app = ClientApp()
 
@@ -114,16 +121,21 @@ def _injected_fault(runtime: SiteRuntime, phase: str, step: int) -> None:
 @app.train()
 @_site_action
 def train(message: Message, runtime: SiteRuntime) -> Message:
+    """A local training round: a FedAvg round (lr from the schedule), or a history-based method's round
+    (an explicit lr; on the forget set for PUF's negated round)."""
     config = config_of(message.content)
-    _injected_fault(runtime, str(config.get("phase", "")), int(config.get("server-round", 0)))
+    step = int(config[EXCHANGE]) if EXCHANGE in config else int(config.get("server-round", 0))
+    _injected_fault(runtime, str(config.get("phase", "")), step)
     exclude = bool(config.get("exclude-poisoned", False))
     model = runtime.load(message.content[ARRAYS])
-    settings = runtime.training_in_round(int(config.get("server-round", 1)))
+    settings = (runtime.training_at(float(config[ROUND_LR])) if ROUND_LR in config
+                else runtime.training_in_round(int(config.get("server-round", 1))))
+    source = runtime.forget_source() if config.get(ROUND_DATA) == FORGET_DATA else runtime.train_source(exclude)
     trace("compute_start", id=message.metadata.message_id)
-    loss = train_steps(model, runtime.train_source(exclude), int(config["first-batch"]), int(config["local-steps"]),
-                       settings, runtime.loss, runtime.device)
+    loss = train_steps(model, source, int(config[FIRST_BATCH]), int(config[LOCAL_STEPS]), settings, runtime.loss,
+                       runtime.device)
     trace("compute_end", id=message.metadata.message_id)
-    metrics = {"num-examples": runtime.training_examples(exclude), "loss": loss}
+    metrics = {"num-examples": len(source), "loss": loss}
     return metrics_reply(message, metrics, arrays_from_state(model.state_dict()))
 
 
@@ -177,7 +189,7 @@ def _split_metrics(split: str, result: Evaluation) -> dict[str, float | list[flo
 @_site_action
 def unlearn_share(message: Message, runtime: SiteRuntime) -> Message:
     config = config_of(message.content)
-    _injected_fault(runtime, f"unlearn/{config['method']}", int(config.get("exchange", 1)))
+    _injected_fault(runtime, f"unlearn/{config['method']}", int(config.get(EXCHANGE, 1)))
     method = get_method(str(config["method"]), runtime.cfg.unlearning)
     role = str(config["role"])
     source = runtime.forget_source() if role == FORGET else runtime.retain_source()

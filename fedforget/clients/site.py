@@ -21,7 +21,14 @@ from fedforget.configs.compose import fingerprint
 from fedforget.configs.schema import FORGET, RETAIN, ExperimentConfig
 from fedforget.data.batches import BatchSource, stream_seed, unlearning_source
 from fedforget.data.datasets import CachedSliceDataset, PoisonedTargets, SliceSubset
-from fedforget.data.sites import SPLITS, open_site_split, poison_manifest_sha256, site_folders, site_split
+from fedforget.data.sites import (
+    SPLITS,
+    marked_slices,
+    open_site_split,
+    poison_manifest_sha256,
+    site_folders,
+    site_split,
+)
 from fedforget.learning.audits import artifact_scorer
 from fedforget.learning.checkpoints import state_sha256
 from fedforget.learning.evaluation import Evaluation, Reconstructor, evaluate_reconstructions
@@ -147,6 +154,12 @@ class SiteRuntime:
     def training_in_round(self, server_round: int) -> LocalTraining:
         """Local training settings of one FedAvg round (the learning rate follows the schedule)."""
         return LocalTraining.of(self.cfg.federation, server_round)
+
+    def training_at(self, lr: float) -> LocalTraining:
+        """Local training settings at a learning rate the server chose (a history-based method's round)."""
+        fed = self.cfg.federation
+        return LocalTraining(lr, fed.grad_clip, fed.bf16)
+
     def data_description(self) -> dict[str, Any]:
         """The files this site uses per split (name, bytes, SHA-256), its volume ranges, its poison manifest.
 
@@ -199,9 +212,7 @@ class SiteRuntime:
 
     def _training_slices(self, keep: str) -> list[int]:
         """Training slice indices that are clean (``keep="clean"``) or known-poisoned (``"known"``)."""
-        manifest, train = self.manifest, self.split("train")
-        test = manifest.is_known if keep == "known" else (lambda f, s: not manifest.is_poisoned(f, s))
-        chosen = [i for i, raw in enumerate(train.raw_samples) if test(raw.fname.name, raw.slice_ind)]
+        chosen = marked_slices(self.split("train"), self.manifest, keep)
         if not chosen:
             raise SiteError(self.name, f"no {keep} training slices at the poisoned site")
         return chosen

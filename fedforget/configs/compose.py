@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from fedforget.configs.cache import read_composed, write_composed
-from fedforget.configs.schema import METHOD_NAMES, ExperimentConfig
+from fedforget.configs.schema import HISTORY_EVERY, METHOD_GROUPS, METHOD_NAMES, ExperimentConfig
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
@@ -105,18 +105,47 @@ def load_experiment(experiment: str, overrides: Sequence[str] = ()) -> Experimen
 
 
 def _check_methods(experiment: ExperimentConfig) -> None:
-    methods = experiment.unlearning.methods
-    if methods == ["all"]:
-        experiment.unlearning.methods = list(METHOD_NAMES)
-        return
-    unknown = [name for name in methods if name not in METHOD_NAMES]
+    u = experiment.unlearning
+    u.methods = [name for entry in u.methods for name in METHOD_GROUPS.get(entry, (entry,))]
+    unknown = [name for name in u.methods if not _known_method(name)]
     if unknown:
         raise ConfigError(
-            f"config value unlearning.methods has unknown method(s) {unknown}: "
-            f"expected names from {sorted(METHOD_NAMES)} or [all]"
+            f"config value unlearning.methods has unknown method(s) {unknown}: expected names from "
+            f"{sorted(METHOD_NAMES)}, retrain_budget@<fraction in (0, 1]>, or a group {sorted(METHOD_GROUPS)}"
         )
-    if len(set(methods)) != len(methods):
-        raise ConfigError(f"config value unlearning.methods={methods} lists a method twice")
+    if len(set(u.methods)) != len(u.methods):
+        raise ConfigError(f"config value unlearning.methods={u.methods} lists a method twice")
+    _check_history_needs(experiment)
+
+
+def _known_method(name: str) -> bool:
+    base, at, variant = name.partition("@")
+    if not at:
+        return name in METHOD_NAMES
+    try:
+        return base == "retrain_budget" and 0 < float(variant) <= 1
+    except ValueError:
+        return False
+
+
+def _check_history_needs(experiment: ExperimentConfig) -> None:
+    """A method that replays the round history needs the history it reads (checked before anything starts)."""
+    u, history = experiment.unlearning, experiment.federation.history
+    needs = {name: every for name, every in HISTORY_EVERY.items() if name in u.methods}
+    if "federaser" in needs:
+        needs["federaser"] = u.federaser.interval
+    if needs and not history.enabled:
+        raise ConfigError(f"unlearning.methods lists {sorted(needs)}, which read the server's round history, but "
+                          f"federation.history.every=0 keeps none: set federation.history.every=1 (every round)")
+    for name, every in needs.items():
+        if every and every % history.every:
+            what = ("replays every unlearning.federaser.interval-th round" if name == "federaser"
+                    else "reads every round")
+            raise ConfigError(f"{name} {what} ({every}), but federation.history.every={history.every} keeps only "
+                              f"every {history.every}-th: set federation.history.every to a divisor of {every}")
+    if "fukd" in u.methods and u.fukd.repair == "kd" and u.retain_access != "server":
+        raise ConfigError("unlearning.fukd.repair=kd distils on the server's retain data: set "
+                          "unlearning.retain_access=server, or unlearning.fukd.repair=rounds")
 
 
 def to_plain(experiment: ExperimentConfig) -> dict[str, Any]:

@@ -22,7 +22,18 @@ RETAIN_ACCESS = ("sites", "server")
 POISON_TYPES = ("none", "lesion", "ghosting", "noise")
 DEVICES = ("auto", "cpu", "cuda")
 # The unlearning registry's names, in its order (fedforget.unlearning.REGISTRY must match; a test checks).
-METHOD_NAMES = ("ft", "ga", "ga_l1", "ga_l1_ft", "nl", "nl_ft", "ssd", "lfssd", "bad_teacher", "grad_surgery", "pga")
+# Centralised methods carried into the federation: they start from the original and use the parties' data.
+CENTRALISED_METHODS = ("ft", "ga", "ga_l1", "ga_l1_ft", "nl", "nl_ft", "ssd", "lfssd", "bad_teacher", "grad_surgery",
+                       "pga")
+# Federated-native methods: they read the server's round history (federation.history) and run FedAvg-style rounds.
+HISTORY_METHODS = ("federaser", "sifu", "fedrecover", "fukd", "puf", "retrain_budget", "rollback")
+METHOD_NAMES = CENTRALISED_METHODS + HISTORY_METHODS
+# The methods that read the round history, and how densely they need it: federation.history.every must
+# divide the number (0: any history will do; federaser's is its interval, set in compose).
+HISTORY_EVERY = {"federaser": 0, "sifu": 1, "fedrecover": 1, "fukd": 1, "rollback": 0}
+# Names that stand for several methods in unlearning.methods.
+METHOD_GROUPS = {"all": METHOD_NAMES, "centralised": CENTRALISED_METHODS, "history": HISTORY_METHODS}
+HISTORY_DTYPES = ("fp32", "fp16")
 
 
 # Marks a field that holds a file system path: `fedforget run` makes it absolute (Flower never changes directory).
@@ -109,6 +120,8 @@ class SiteConfig:
     name), so several sites can hold disjoint parts of one fastMRI folder. Synthetic sites:
     ``contrasts`` lists fastMRI acquisition names dealt to the volumes round-robin (empty = the
     anatomy's default mix: brain AXT2/AXT1POST/AXFLAIR/AXT1, knee CORPD_FBK/CORPDFS_FBK).
+    ``joins_at_round = j``: a hospital that joined late, taking part in FedAvg rounds j+1 .. R only
+    (0 = every round); the oracle keeps the same schedule for the sites it trains.
     """
 
     anatomy: str = "brain"
@@ -120,9 +133,12 @@ class SiteConfig:
     test_volumes_from: int = 0
     seed: int = 0
     contrasts: List[str] = field(default_factory=list)
+    joins_at_round: int = 0
 
     def __post_init__(self) -> None:
         _require(self.anatomy in ANATOMIES, "site.anatomy", self.anatomy, f"one of {ANATOMIES}")
+        _require(self.joins_at_round >= 0, "site.joins_at_round", self.joins_at_round,
+                 ">= 0 (the rounds that pass before the site takes part; 0 = every round)")
         _require(self.train_volumes >= 0, "site.train_volumes", self.train_volumes, ">= 0 (0 = all)")
         _require(self.test_volumes >= 0, "site.test_volumes", self.test_volumes, ">= 0 (0 = all)")
         _require(self.volumes_from >= 0, "site.volumes_from", self.volumes_from, ">= 0")
@@ -167,6 +183,32 @@ class ModelConfig:
     def shape(self) -> dict[str, int]:
         """The resolved shape: the preset's values, with every non-zero key overriding its own."""
         return {key: getattr(self, key) or MODEL_PRESETS[self.preset][key] for key in SHAPE_KEYS}
+
+
+@dataclass
+class HistoryConfig:
+    """The server's round history, which the history-based unlearning methods replay.
+
+    For every ``every``-th round (rounds 1, 1 + every, ...; 0 keeps no history) the server keeps the
+    global model at the round's start and each site's update (its weights after local training minus
+    that start) with its example count. ``dtype`` is the updates' storage precision; the global models
+    are always kept in fp32, so a rollback resumes from exactly the model it names.
+    """
+
+    every: int = 0
+    dtype: str = "fp32"
+
+    def __post_init__(self) -> None:
+        _require(self.every >= 0, "federation.history.every", self.every, ">= 0 (0 = keep no history)")
+        _require(self.dtype in HISTORY_DTYPES, "federation.history.dtype", self.dtype, f"one of {HISTORY_DTYPES}")
+
+    @property
+    def enabled(self) -> bool:
+        return self.every > 0
+
+    def keeps(self, server_round: int) -> bool:
+        """Whether round ``server_round`` (1-based) is kept."""
+        return self.enabled and (server_round - 1) % self.every == 0
 
 
 FAULT_MODES = ("exit", "error", "hang", "bug")
@@ -224,6 +266,7 @@ class FederationConfig:
     client_cpus: float = 1.0
     client_gpus: float = 0.0
     checkpoint_every: int = 1
+    history: HistoryConfig = field(default_factory=HistoryConfig)
     fault: FaultConfig = field(default_factory=FaultConfig)
 
     def __post_init__(self) -> None:
@@ -240,12 +283,14 @@ class FederationConfig:
         _require(self.client_cpus > 0, "federation.client_cpus", self.client_cpus, "> 0")
         _require(self.client_gpus >= 0, "federation.client_gpus", self.client_gpus, ">= 0")
 
-    def round_lr(self, server_round: int) -> float:
+    def round_lr(self, server_round: int, rounds: int = 0) -> float:
         """The local Adam learning rate of round ``server_round`` (1-based): constant, or cosine-annealed
-        from ``lr`` in the first round to ``lr * lr_final_fraction`` in the last."""
-        if self.lr_schedule == "constant" or self.rounds == 1:
+        from ``lr`` in the first round to ``lr * lr_final_fraction`` in the last. ``rounds`` compresses the
+        schedule to that many rounds (retraining on a smaller budget); 0 keeps ``self.rounds``."""
+        rounds = rounds or self.rounds
+        if self.lr_schedule == "constant" or rounds == 1:
             return self.lr
-        progress = (server_round - 1) / (self.rounds - 1)
+        progress = (server_round - 1) / (rounds - 1)
         final = self.lr_final_fraction
         return self.lr * (final + (1 - final) * 0.5 * (1 + math.cos(math.pi * progress)))
 
@@ -336,6 +381,141 @@ class BadTeacherConfig:
         _require(self.forget_weight >= 0, "unlearning.bad_teacher.forget_weight", self.forget_weight, ">= 0")
 
 
+FEDERASER_CALIBRATIONS = ("site", "aggregate")
+
+
+@dataclass
+class FedEraserConfig:
+    """FedEraser (Liu et al. 2021): replay every ``interval``-th stored round over the retain sites.
+
+    In each replayed round every retain site trains ``ceil(ratio x local_steps)`` steps from the unlearned
+    model (the calibration round), and the server applies, per parameter tensor, the stored update's norm
+    in the calibration update's direction. ``calibrate=site`` does this per site, then averages (the
+    paper's equation); ``aggregate`` calibrates the averaged update (the authors' code). Site compute is
+    ``ratio / interval`` of retraining's.
+    """
+
+    interval: int = 2
+    ratio: float = 0.5
+    calibrate: str = "site"
+
+    def __post_init__(self) -> None:
+        _require(self.interval >= 1, "unlearning.federaser.interval", self.interval, ">= 1 (rounds between replays)")
+        _require(0 < self.ratio <= 1, "unlearning.federaser.ratio", self.ratio, "in (0, 1]")
+        _require(self.calibrate in FEDERASER_CALIBRATIONS, "unlearning.federaser.calibrate", self.calibrate,
+                 f"one of {FEDERASER_CALIBRATIONS}")
+
+
+@dataclass
+class FedRecoverConfig:
+    """FedRecover (Cao et al. 2023): retrain from the initial model, estimating most retain updates.
+
+    The retain sites compute exact updates in the first ``warmup_rounds``, every ``correction_period``-th
+    round after them and the last ``final_rounds``; in every other round the server estimates each
+    site's update from its stored one with an L-BFGS approximation of the update's Jacobian, built from
+    the last ``buffer_size`` exact rounds. Abnormality fixing: with ``abnormality_tolerance = a > 0``,
+    ``tau`` is the largest over rounds of the (1 - a) quantile of the stored updates' absolute elements,
+    and a site whose estimate has an element above ``tau`` is asked for its exact update (0: off).
+    """
+
+    warmup_rounds: int = 2
+    correction_period: int = 6
+    final_rounds: int = 1
+    buffer_size: int = 2
+    abnormality_tolerance: float = 0.0
+
+    def __post_init__(self) -> None:
+        _require(self.warmup_rounds >= 1, "unlearning.fedrecover.warmup_rounds", self.warmup_rounds, ">= 1")
+        _require(self.correction_period >= 1, "unlearning.fedrecover.correction_period", self.correction_period,
+                 ">= 1 (1 = an exact update in every round)")
+        _require(self.final_rounds >= 0, "unlearning.fedrecover.final_rounds", self.final_rounds, ">= 0")
+        _require(self.buffer_size >= 1, "unlearning.fedrecover.buffer_size", self.buffer_size, ">= 1")
+        _require(0 <= self.abnormality_tolerance < 1, "unlearning.fedrecover.abnormality_tolerance",
+                 self.abnormality_tolerance, "in [0, 1) (0 = off)")
+
+
+@dataclass
+class SIFUConfig:
+    """SIFU (Fraboni et al. 2024): roll back to the last round whose sensitivity bound for the forget site
+    is at most ``psi* = epsilon sigma / sqrt(2 ln(1.25 / delta))``, add Gaussian noise of std ``sigma`` to
+    every weight, then continue FedAvg without the forget site for ``continue_rounds`` rounds (0: the
+    rounds left of the original schedule). The bound grows each round by ``p_i / (1 - p_i)`` times the
+    distance between site i's local model and the new global model, after shrinking by
+    ``(1 - lr x weight_decay)^K`` (the SGD-with-weight-decay contraction; training here uses Adam without
+    weight decay, so the default 0 makes it a running sum). ``delta = 0`` uses 1 / (number of sites).
+    """
+
+    epsilon: float = 10.0
+    sigma: float = 0.05
+    delta: float = 0.0
+    weight_decay: float = 0.0
+    continue_rounds: int = 0
+
+    def __post_init__(self) -> None:
+        _require(self.epsilon > 0, "unlearning.sifu.epsilon", self.epsilon, "> 0")
+        _require(self.sigma >= 0, "unlearning.sifu.sigma", self.sigma, ">= 0 (the noise's standard deviation)")
+        _require(0 <= self.delta < 1, "unlearning.sifu.delta", self.delta, "in [0, 1) (0 = 1 / number of sites)")
+        _require(self.weight_decay >= 0, "unlearning.sifu.weight_decay", self.weight_decay, ">= 0")
+        _require(self.continue_rounds >= 0, "unlearning.sifu.continue_rounds", self.continue_rounds,
+                 ">= 0 (0 = the rounds left of the original schedule)")
+
+
+@dataclass
+class PUFConfig:
+    """PUF (Mora et al. 2025): the forget site trains one local round on its forget set from the original
+    model, and the server applies that update negated and multiplied by ``scale`` (the authors' 2.0 for
+    the round in which only the forget client trains); ``recovery_rounds`` FedAvg rounds over the retain
+    sites follow, a fixed budget (the authors' code stops when test accuracy reaches the retrained
+    model's, which peeks at the oracle)."""
+
+    scale: float = 2.0
+    recovery_rounds: int = 3
+
+    def __post_init__(self) -> None:
+        _require(self.scale > 0, "unlearning.puf.scale", self.scale, "> 0")
+        _require(self.recovery_rounds >= 0, "unlearning.puf.recovery_rounds", self.recovery_rounds, ">= 0")
+
+
+FUKD_REPAIRS = ("rounds", "kd")
+
+
+@dataclass
+class FUKDConfig:
+    """FUKD (Wu et al. 2022): subtract the forget site's accumulated weighted updates from the final model,
+    then repair it: ``repair=rounds`` runs ``repair_rounds`` FedAvg rounds over the retain sites;
+    ``repair=kd`` distils the original model into it on the server's retain data (needs
+    ``unlearning.retain_access=server``), for ``kd_steps`` steps (0 = the unlearning budget)."""
+
+    repair: str = "rounds"
+    repair_rounds: int = 3
+    kd_steps: int = 0
+
+    def __post_init__(self) -> None:
+        _require(self.repair in FUKD_REPAIRS, "unlearning.fukd.repair", self.repair, f"one of {FUKD_REPAIRS}")
+        _require(self.repair_rounds >= 0, "unlearning.fukd.repair_rounds", self.repair_rounds, ">= 0")
+        _require(self.kd_steps >= 0, "unlearning.fukd.kd_steps", self.kd_steps, ">= 0 (0 = unlearning budget)")
+
+
+@dataclass
+class RetrainBudgetConfig:
+    """The control every method must beat: FedAvg over the retain sites from the initial model with a
+    fraction of retraining's site compute, on the learning-rate schedule compressed to that budget.
+
+    ``retrain_budget`` in the methods trains at ``fraction``; with ``match``, one more model
+    ``retrain_budget@<method>`` per history-based method of the run, at that method's measured site
+    compute; ``curve`` adds ``retrain_budget@<fraction>`` models (the frontier figure's curve).
+    """
+
+    fraction: float = 0.25
+    match: bool = True
+    curve: List[float] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        for key, value in [("fraction", self.fraction)] + [("curve", v) for v in self.curve]:
+            _require(0 < value <= 1, f"unlearning.retrain_budget.{key}", value,
+                     "a fraction of retraining's site compute in (0, 1]")
+
+
 @dataclass
 class UnlearningConfig:
     """Which site is removed, which methods run, and what they may use.
@@ -366,6 +546,12 @@ class UnlearningConfig:
     pga: PGAConfig = field(default_factory=PGAConfig)
     grad_surgery: GradSurgeryConfig = field(default_factory=GradSurgeryConfig)
     bad_teacher: BadTeacherConfig = field(default_factory=BadTeacherConfig)
+    federaser: FedEraserConfig = field(default_factory=FedEraserConfig)
+    sifu: SIFUConfig = field(default_factory=SIFUConfig)
+    fedrecover: FedRecoverConfig = field(default_factory=FedRecoverConfig)
+    fukd: FUKDConfig = field(default_factory=FUKDConfig)
+    puf: PUFConfig = field(default_factory=PUFConfig)
+    retrain_budget: RetrainBudgetConfig = field(default_factory=RetrainBudgetConfig)
 
     def __post_init__(self) -> None:
         _require(0 < self.retain_fraction <= 1, "unlearning.retain_fraction", self.retain_fraction, "in (0, 1]")
@@ -439,9 +625,30 @@ class ExperimentConfig:
                 self.poison.site = forget
             _require(self.poison.site == forget, "poison.site", self.poison.site,
                      f"the forget site {forget!r} (the poisoned site is the one whose influence is removed)")
+        self._check_joins()
         fault_site = self.federation.fault.site
         _require(not fault_site or fault_site in self.sites, "federation.fault.site", fault_site,
                  f"empty or one of {list(self.sites)}")
+
+    def _check_joins(self) -> None:
+        rounds = self.federation.rounds
+        for name, site in self.sites.items():
+            _require(site.joins_at_round < rounds, f"sites.{name}.joins_at_round", site.joins_at_round,
+                     f"fewer than federation.rounds={rounds} (the site must take part in a round)")
+        for who, names in (("every site", self.site_names), ("the oracle's sites", self.oracle_sites)):
+            if min(self.sites[n].joins_at_round for n in names) > 0:
+                raise ValueError(f"config has no site in the first round among {who}: expected at least one of "
+                                 f"{names} with joins_at_round=0")
+
+    @property
+    def reads_round_history(self) -> bool:
+        """Whether a listed unlearning method reads the round history (federation.history must keep it)."""
+        return any(name in HISTORY_EVERY for name in self.unlearning.methods)
+
+    @property
+    def joins(self) -> dict[str, int]:
+        """Rounds that pass before each site takes part (``sites.<site>.joins_at_round``)."""
+        return {name: site.joins_at_round for name, site in self.sites.items()}
 
     @property
     def site_names(self) -> list[str]:

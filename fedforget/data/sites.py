@@ -17,7 +17,7 @@ from fedforget.data.datasets import CachedSliceDataset, chosen_volumes, file_sha
 from fedforget.data.synthetic import synthetic_site_dir
 from fedforget.recon.hdf5io import DataFileError, VolumeInfo
 from fedforget.recon.masks import make_mask_func
-from fedforget.recon.poison import MANIFEST_FILE
+from fedforget.recon.poison import MANIFEST_FILE, PoisonManifest
 
 SPLITS = ("train", "test")
 
@@ -119,3 +119,10 @@ def poison_manifest_sha256(train_folder: Path) -> str:
     """SHA-256 of the poison manifest beside a site's train folder ("" for a clean site)."""
     manifest = Path(train_folder).parent / MANIFEST_FILE
     return file_sha256(manifest) if manifest.is_file() else ""
+
+
+def marked_slices(train: CachedSliceDataset, manifest: PoisonManifest, keep: str) -> list[int]:
+    """Indices of a poisoned site's training slices that are clean (``keep="clean"``) or known-poisoned
+    (``keep="known"``, the forget set given to unlearning)."""
+    test = manifest.is_known if keep == "known" else (lambda f, s: not manifest.is_poisoned(f, s))
+    return [i for i, raw in enumerate(train.raw_samples) if test(raw.fname.name, raw.slice_ind)]

@@ -23,6 +23,7 @@ from fedforget.launch.run_lock import RunFolderBusy, RunLock
 from fedforget.launch.signals import Interrupted
 from fedforget.launch.watch import watched_run
 from fedforget.learning.checkpoints import load_checkpoint
+from fedforget.learning.history import RoundHistory, history_folder
 from fedforget.recon.hdf5io import DataFileError
 from fedforget.server.run_folder import INTERRUPTED, mark_interrupted
 
@@ -158,10 +159,14 @@ def _is_resumable(folder: Path, plain_config: dict[str, Any]) -> bool:
 
 
 def check_checkpoint(cfg: ExperimentConfig) -> None:
-    """A removal request on a trained federation needs a readable original checkpoint."""
+    """A removal request on a trained federation needs a readable original checkpoint (and, when the run
+    keeps a round history, the history beside it)."""
     if cfg.unlearning.from_checkpoint:
+        path = Path(cfg.unlearning.from_checkpoint)
         try:
-            load_checkpoint(Path(cfg.unlearning.from_checkpoint))
+            load_checkpoint(path)
+            if cfg.reads_round_history:
+                RoundHistory.open(history_folder(path))
         except (FileNotFoundError, ValueError) as err:
             raise DataError(f"unlearning.from_checkpoint: {err}") from err
 

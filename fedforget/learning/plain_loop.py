@@ -24,6 +24,7 @@ from fedforget.data.datasets import CachedSliceDataset
 from fedforget.data.sites import open_site_split
 from fedforget.learning.checkpoints import State
 from fedforget.learning.evaluation import evaluate
+from fedforget.learning.history import RoundHistory
 from fedforget.learning.training import LocalTraining, initial_state, model_from_config, pick_device, train_steps
 from fedforget.recon.losses import ReconLoss
 
@@ -94,24 +95,30 @@ def plain_fedavg(
     eval_every: int = 0,
     on_round: Callable[[int, State], None] | None = None,
     trainer: SiteTrainer | None = None,
+    round_history: RoundHistory | None = None,
 ) -> PlainResult:
     """FedAvg over ``sites`` without Flower; only the rounds are timed (data opening and evaluation are not).
 
     Args:
-        cfg: The experiment (its federation schedule, model and seed).
+        cfg: The experiment (its federation schedule, model, seed, and sites' ``joins_at_round``).
         sites: The sites, in the order their updates are summed.
         eval_every: Score every N rounds (and the last); 0 never scores.
         on_round: Called with each round's global weights.
         trainer: Who trains the sites each round (default: one after another in this process).
+        round_history: Keeps each round's start and site updates, as the Flower server does.
     """
     fed = cfg.federation
     trainer = trainer or SequentialTrainer(cfg, sites)
     state = initial_state(cfg.model, cfg.seed)
     round_seconds, history = [], []
     for server_round in range(1, fed.rounds + 1):
+        taking_part = [site for site in sites if cfg.sites[site].joins_at_round < server_round]
         started = time.perf_counter()
-        state = aggregate(trainer.train(sites, server_round, state), state)
+        updates = trainer.train(taking_part, server_round, state)
+        start, state = state, aggregate(updates, state)
         round_seconds.append(time.perf_counter() - started)
+        if round_history is not None:
+            round_history.add(server_round, start, dict(zip(taking_part, updates)))
         if eval_every and (server_round % eval_every == 0 or server_round == fed.rounds):
             history.append({"round": server_round, **_scores(cfg, state, sites)})
         if on_round:

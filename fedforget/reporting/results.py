@@ -126,7 +126,7 @@ def build_audit(cfg: ExperimentConfig, models: Mapping[str, ModelRecord], starte
     model cache's keys of the original and the oracle (configuration + training data).
     """
     original = models["original"]
-    return {
+    audit = {
         "forget_site": cfg.unlearning.forget_site,
         "retain_sites": cfg.retain_sites,
         "retain_fraction": cfg.unlearning.retain_fraction,
@@ -144,3 +144,6 @@ def build_audit(cfg: ExperimentConfig, models: Mapping[str, ModelRecord], starte
         "data": dict(data or {}),
         "model_cache_keys": dict(cache_keys or {}),
     }
+    if "history" in original.details:  # the round history the server kept: rounds, dtype, bytes
+        audit["history"] = original.details["history"]
+    return audit

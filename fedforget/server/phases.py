@@ -24,6 +24,8 @@ from fedforget.configs.compose import fingerprint, to_plain
 from fedforget.configs.schema import ExperimentConfig
 from fedforget.data.batches import batches_per_pass, subset_size
 from fedforget.learning.checkpoints import State, load_checkpoint, save_checkpoint, state_sha256
+from fedforget.learning.history import INDEX as HISTORY_INDEX
+from fedforget.learning.history import HistoryError, RoundHistory, history_folder
 from fedforget.learning.training import initial_state, model_from_config
 from fedforget.recon.poison import poisoned_count
 from fedforget.reporting.results import ModelRecord
@@ -138,14 +140,25 @@ def training_data(infos: Mapping[str, SiteInfo], sites: list[str]) -> dict[str, 
             for site in sites}
 
 
-def training_fingerprint(cfg: ExperimentConfig, sites: list[str], data: Mapping[str, Any]) -> str:
-    """The model cache's key: the configuration that shapes a trained model and the data it was trained on."""
+def training_fingerprint(cfg: ExperimentConfig, sites: list[str], data: Mapping[str, Any],
+                         history: Mapping[str, Any] | None = None) -> str:
+    """The model cache's key: the configuration that shapes a trained model and the data it was trained on
+    (and, for an original that keeps its round history, the history's settings)."""
     plain = to_plain(cfg)
     schedule = {k: plain["federation"][k] for k in ("rounds", "local_steps", "batch_size", "lr", "lr_schedule",
                                                    "lr_final_fraction", "l1_weight", "grad_clip", "bf16")}
-    return fingerprint({"data": plain["data"], "sites": plain["sites"], "model": plain["model"],
-                        "schedule": schedule, "seed": cfg.seed, "trained_on": sites, "poison": plain["poison"],
-                        "training_data": {site: data[site] for site in sites}})
+    payload = {"data": plain["data"], "sites": plain["sites"], "model": plain["model"],
+               "schedule": schedule, "seed": cfg.seed, "trained_on": sites, "poison": plain["poison"],
+               "training_data": {site: data[site] for site in sites}}
+    if history:
+        payload["history"] = dict(history)
+    return fingerprint(payload)
+
+
+def _history_settings(session: Session, name: str) -> dict[str, Any] | None:
+    """What the original keeps of its rounds (None: no history, or not the original)."""
+    history = session.cfg.federation.history
+    return {"every": history.every, "dtype": history.dtype} if name == ORIGINAL and history.enabled else None
 
 
 def _phase_sites(session: Session, name: str) -> list[str]:
@@ -162,14 +175,19 @@ def _wholly_poisoned(session: Session, site: str) -> bool:
 
 
 def obtain_trained(session: Session, name: str) -> TrainedModel:
-    """The original or the oracle: from ``from_checkpoint``, the cache, or federated training."""
+    """The original or the oracle: from ``from_checkpoint``, the cache, or federated training.
+
+    An original that keeps its round history comes with it: loaded models only where their history
+    lies beside them; the history is copied next to the run folder's and the cache's checkpoint.
+    """
     sites = _phase_sites(session, name)
-    key = training_fingerprint(session.cfg, sites, training_data(session.sites, sites))
+    key = training_fingerprint(session.cfg, sites, training_data(session.sites, sites),
+                               _history_settings(session, name))
     session.cache_keys[name] = key
     target = session.run.checkpoints / f"{name}.pt"
     source = _existing_checkpoint(session, name, key)
     if source is not None:
-        trained = _load_trained(source, sites)
+        trained = _load_trained(source, sites, _history_settings(session, name) is not None)
         session.run.event("loaded", model=name, source=str(source))
         session.run.progress.phase_loaded(PHASE_TAGS[name], trained.rounds, "round", str(source))
         session.boards.text("server", f"{PHASE_TAGS[name]}/source", f"loaded from {source}", 0)
@@ -178,36 +196,55 @@ def obtain_trained(session: Session, name: str) -> TrainedModel:
     _save_trained(target, trained, key, name)
     if session.cache_dir is not None:
         _save_trained(session.cache_dir / key / f"{name}.pt", trained, key, name)
+    if trained.round_history is not None:
+        trained.round_history = trained.round_history.copy_to(history_folder(target))
+        cached = session.cache_dir / key / f"{name}.pt" if session.cache_dir is not None else None
+        if cached is not None and not _history_beside(cached, key):
+            trained.round_history.copy_to(history_folder(cached))
     return trained
 
 
 def _existing_checkpoint(session: Session, name: str, key: str) -> Path | None:
     given = session.cfg.unlearning.from_checkpoint
+    wants_history = _history_settings(session, name) is not None
     if given:
         original = Path(given).expanduser().resolve()
         candidate = original if name == ORIGINAL else original.with_name(f"{ORACLE}.pt")
         if name == ORIGINAL:
             load_checkpoint(candidate)  # raises a clear error for a missing or broken file
+            if session.cfg.reads_round_history:
+                RoundHistory.open(history_folder(candidate))  # raises a clear error when it has none
             return candidate
         if candidate.is_file() and load_checkpoint(candidate)[1].get("fingerprint") == key:
             return candidate
     if session.cache_dir is not None:
         cached = session.cache_dir / key / f"{name}.pt"
-        if cached.is_file():
+        if cached.is_file() and (not wants_history or _history_beside(cached, key)):
             return cached
     return None
 
 
-def _load_trained(path: Path, sites: list[str]) -> TrainedModel:
+def _history_beside(checkpoint: Path, key: str) -> bool:
+    try:
+        RoundHistory.open(history_folder(checkpoint), key)
+    except HistoryError:
+        return False
+    return True
+
+
+def _load_trained(path: Path, sites: list[str], with_history: bool = False) -> TrainedModel:
     state, meta = load_checkpoint(path)
     updates = {}
     updates_path = path.with_name(f"{path.stem}-site-updates.pt")
     if updates_path.is_file():
         updates = torch.load(updates_path, map_location="cpu", weights_only=False)
+    history = None
+    if with_history and (history_folder(path) / HISTORY_INDEX).is_file():
+        history = RoundHistory.open(history_folder(path), meta.get("fingerprint"))
     return TrainedModel(state=state, sites=list(meta.get("trained_on", sites)), rounds=int(meta.get("rounds", 0)),
                         steps=int(meta.get("steps", 0)), wall_seconds=float(meta.get("wall_seconds", 0.0)),
                         bytes_communicated=int(meta.get("bytes", 0)), site_updates=updates,
-                        history=list(meta.get("history", [])))
+                        history=list(meta.get("history", [])), round_history=history)
 
 
 def _save_trained(path: Path, trained: TrainedModel, key: str, name: str) -> None:
@@ -266,8 +303,14 @@ def _train(session: Session, name: str, sites: list[str], key: str) -> TrainedMo
         session.run.progress.evaluation(tag, 0, evaluate_at_sites(session, initial, tag, 0, tolerate=True))
     # The oracle of a poisoned federation is retrained on every site without any poisoned slice.
     exclude = {"exclude-poisoned": name == ORACLE and cfg.poison.active}
+    history = None
+    if _history_settings(session, name) is not None:
+        joined = {j + 1 for j in cfg.joins.values() if j > 0}  # a rollback resumes these rounds' starts
+        history = RoundHistory.create(history_folder(session.run.checkpoints / f"{name}.pt"),
+                                      cfg.federation.history.every, cfg.federation.history.dtype, key, joined)
     trained = train_federated(session.link, sites, initial, cfg.federation, tag, progress,
-                              TrainingHooks(session, tag), exclude)
+                              TrainingHooks(session, tag), exclude, cfg.joins, history)
+    trained.round_history = history
     session.run.progress.phase_finished(tag, seconds=round(trained.wall_seconds, 3))
     return trained
 
@@ -275,13 +318,28 @@ def _train(session: Session, name: str, sites: list[str], key: str) -> TrainedMo
 def zero_filled_record() -> ModelRecord:
     """The baseline's record: nothing trained, nothing moved; its scores come from :func:`final_scores`."""
     return ModelRecord(wall_seconds=0.0, steps=0, retain_fraction=None, bytes_communicated=0, trained_on=[],
-                       details={"baseline": "RSS of the undersampled k-space, centre-cropped (no model)"})
+                       details={"baseline": "RSS of the undersampled k-space, centre-cropped (no model)",
+                                "cost": cost_record(0, 0.0, 0, 0)})
 
 
 def trained_record(session: Session, trained: TrainedModel) -> ModelRecord:
+    details: dict[str, Any] = {"rounds": trained.rounds}
+    history_bytes = 0
+    if trained.round_history is not None:
+        details["history"] = trained.round_history.describe()
+        history_bytes = details["history"]["bytes"]
+    details["cost"] = cost_record(trained.site_steps, trained.server_seconds, trained.messages,
+                                  trained.bytes_communicated, history_bytes)
     return ModelRecord(wall_seconds=trained.wall_seconds, steps=trained.steps, retain_fraction=None,
                        bytes_communicated=trained.bytes_communicated, trained_on=trained.sites,
-                       sha256=state_sha256(trained.state), details={"rounds": trained.rounds})
+                       sha256=state_sha256(trained.state), details=details)
+
+
+def cost_record(site_steps: int, server_seconds: float, messages: int, bytes_: int, history_bytes: int = 0
+                ) -> dict[str, Any]:
+    """``models.<m>.cost``: what a model cost, in the units a consortium pays."""
+    return {"site_steps": int(site_steps), "server_seconds": round(float(server_seconds), 4),
+            "messages": int(messages), "bytes": int(bytes_), "history_bytes": int(history_bytes)}
 
 
 def _batches_per_pass(session: Session) -> dict[str, int]:
@@ -313,11 +371,10 @@ def run_method(session: Session, name: str, original: TrainedModel,
     worker = FederatedWorker(session.link, method, session.forget_site, cfg.retain_sites,
                              _batches_per_pass(session), tag, original=original.state,
                              server_retain=server_retain(method) if server_retain else None,
-                             retries=cfg.unlearning.round_retries, on_failure=_round_failure_recorder(session, name))
+                             retries=cfg.unlearning.round_retries, on_failure=round_failure_recorder(session, name))
     budget = cfg.unlearning.budget_steps(cfg.federation.training_steps)
     reference = _reference(session, original) if method.needs_reference else None
-    if ORIGINAL in session.scores:
-        session.boards.site_metrics(tag, 0, {s: _board_values(v) for s, v in session.scores[ORIGINAL].items()})
+    starting_curves(session, tag)
 
     evaluated = [0]
 
@@ -341,18 +398,28 @@ def run_method(session: Session, name: str, original: TrainedModel,
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     sha = save_checkpoint(session.run.checkpoints / f"{name}.pt", state,
                           {"model": name, "budget": budget, "steps": report.steps})
+    retain_sites = 0 if cfg.unlearning.retain_access == "server" else len(cfg.retain_sites)
+    site_steps = report.evaluations[FORGET] + report.evaluations[RETAIN] * retain_sites
+    messages = session.link.ledger.messages_in(tag)
     details = {"budget": budget, "evaluations": report.evaluations,
                "passes": {FORGET: report.evaluations[FORGET] * cfg.unlearning.batch_size
                           / max(1, session.sites[session.forget_site].train_slices)},
                "dampened_elements": report.dampened_elements, "retain_access": cfg.unlearning.retain_access,
-               "local_steps": report.local_steps, "rounds": report.rounds,
-               "messages": session.link.ledger.messages_in(tag)}
+               "local_steps": report.local_steps, "rounds": report.rounds, "messages": messages,
+               "cost": cost_record(site_steps, max(0.0, report.wall_seconds - worker.sender.seconds), messages,
+                                   report.bytes_communicated)}
     return ModelRecord(wall_seconds=report.wall_seconds, steps=report.steps,
                        retain_fraction=cfg.unlearning.retain_fraction, bytes_communicated=report.bytes_communicated,
                        trained_on=session.link.ledger.trained_on(tag), sha256=sha, details=details), state
 
 
-def _round_failure_recorder(session: Session, method: str):
+def starting_curves(session: Session, tag: str) -> None:
+    """Every unlearning curve starts from the original's scores at step 0."""
+    if ORIGINAL in session.scores:
+        session.boards.site_metrics(tag, 0, {s: _board_values(v) for s, v in session.scores[ORIGINAL].items()})
+
+
+def round_failure_recorder(session: Session, method: str):
     """Record a site that failed an unlearning round, and whether the round is sent again."""
 
     def record(site: str, reason: str, step: int, retried: bool) -> None:

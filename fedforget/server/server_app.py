@@ -8,8 +8,10 @@ as failed too (``fedforget run`` checks both).
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
@@ -22,6 +24,7 @@ from fedforget.reporting.progress import FINAL_EVALUATION
 from fedforget.reporting.report import write_report
 from fedforget.reporting.results import ModelRecord, build_audit, build_results
 from fedforget.reporting.tensorboard import Boards, hparam_entries, write_hparams
+from fedforget.server.history_methods import RETRAIN_BUDGET, retrain_controls, run_history, same_schedule
 from fedforget.server.phases import (
     ORACLE,
     ORIGINAL,
@@ -40,6 +43,7 @@ from fedforget.strategies.directory import discover_sites
 from fedforget.strategies.fedavg import TrainedModel
 from fedforget.strategies.link import Ledger, SiteLink
 from fedforget.strategies.protocol import SiteError
+from fedforget.unlearning import is_history_method
 
 app = ServerApp()
 
@@ -80,23 +84,58 @@ def execute(grid: Grid, cfg: ExperimentConfig, run: RunFolder, cache_dir: Path |
         original, models, states = _trained_models(session)
         session.reference = states[ORACLE]
         # The references first: every unlearning curve starts from the original's scores at step 0.
-        run.progress.phase_started(FINAL_EVALUATION, total=len(models) + len(cfg.unlearning.methods), unit="model")
+        total = len(models) + len(cfg.unlearning.methods) + _planned_controls(cfg)
+        run.progress.phase_started(FINAL_EVALUATION, total=total, unit="model")
         for name, record in models.items():
             _final(session, name, record, states[name])
-        server_retain, retain_files = _server_retain(session, original.state)
+        retain = _server_retain(session, original.state)
         for name in cfg.unlearning.methods:
-            try:
-                record, state = run_method(session, name, original, server_retain)
-            except SiteError as err:
-                run.event("method_stopped", method=name, site=err.site, reason=err.reason)
-                run.progress.stop_phase(f"site {err.site}: {err.reason}")
-                continue
-            models[name] = _final(session, name, record, state)
-            states[name] = state
+            if is_history_method(name):
+                _remove(session, models, states, name, lambda n=name: run_history(session, n, original, retain.source))
+            else:
+                _remove(session, models, states, name, lambda n=name: run_method(session, n, original, retain.worker))
+        _retrain_controls(session, original, models, states, retain.source)
         run.progress.phase_finished(FINAL_EVALUATION)
-        _write_outputs(session, models, states, retain_files)
+        _write_outputs(session, models, states, retain.files)
     finally:
         boards.close()
+
+
+def _remove(session: Session, models: dict[str, ModelRecord], states: dict[str, Any], name: str,
+            removal: Callable[[], tuple[ModelRecord, Any]]) -> None:
+    """One method's removal and final scores; a site fault stops the method (recorded), not the run."""
+    try:
+        record, state = removal()
+    except SiteError as err:
+        session.run.event("method_stopped", method=name, site=err.site, reason=err.reason)
+        session.run.progress.stop_phase(f"site {err.site}: {err.reason}")
+        return
+    models[name] = _final(session, name, record, state)
+    states[name] = state
+
+
+def _retrain_controls(session: Session, original: TrainedModel, models: dict[str, ModelRecord],
+                      states: dict[str, Any], source: Any) -> None:
+    """``retrain_budget@...``: retraining at each history-based method's site compute, and on the curve."""
+    trained = {name: record.details for name, record in models.items() if name.startswith(RETRAIN_BUDGET)}
+    for name, fraction in list(retrain_controls(session, models)):
+        twin = same_schedule(session, fraction, trained)
+        if twin is not None:  # the same schedule gives the same model: record it again, train nothing
+            record = copy.deepcopy(models[twin])
+            record.details["same_as"] = twin
+            models[name], states[name] = _final(session, name, record, states[twin]), states[twin]
+            continue
+        _remove(session, models, states, name, lambda n=name, f=fraction: run_history(session, n, original, source, f))
+        if name in models:
+            trained[name] = models[name].details
+
+
+def _planned_controls(cfg: ExperimentConfig) -> int:
+    u = cfg.unlearning
+    if RETRAIN_BUDGET not in u.methods:
+        return 0
+    matched = [m for m in u.methods if is_history_method(m) and not m.startswith(RETRAIN_BUDGET)]
+    return (len(matched) if u.retrain_budget.match else 0) + len(u.retrain_budget.curve)
 
 
 def _final(session: Session, name: str, record: ModelRecord, state: Any) -> ModelRecord:
@@ -116,13 +155,20 @@ def _trained_models(session: Session) -> tuple[TrainedModel, dict[str, ModelReco
     return original, models, states
 
 
-def _server_retain(session: Session, original_state: dict) -> tuple[Any, dict[str, Any] | None]:
-    """The server's retain pool (a worker factory) and the files it reads, when ``retain_access=server``."""
+class ServerRetain(NamedTuple):
+    """The server's retain pool when ``retain_access=server``: its batches, a worker factory, its files."""
+
+    source: Any = None
+    worker: Any = None
+    files: dict[str, Any] | None = None
+
+
+def _server_retain(session: Session, original_state: dict) -> ServerRetain:
     if session.cfg.unlearning.retain_access != "server":
-        return None, None
+        return ServerRetain()
     source = server_retain_source(session.cfg)
     worker = server_retain_worker(session.cfg, source, original_state, session.new_model())
-    return worker, server_retain_files(session.cfg)
+    return ServerRetain(source, worker, server_retain_files(session.cfg))
 
 
 def _write_outputs(session: Session, models: dict[str, ModelRecord], states: dict[str, Any],

@@ -10,7 +10,7 @@ continues from the last complete round.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -21,8 +21,17 @@ from flwr.serverapp.strategy import FedAvg
 
 from fedforget.configs.schema import FederationConfig
 from fedforget.learning.checkpoints import State, load_checkpoint, save_checkpoint
+from fedforget.learning.history import RoundHistory
 from fedforget.strategies.link import SiteLink
-from fedforget.strategies.protocol import ARRAYS, METRICS, SiteError, arrays_from_state, state_from_arrays
+from fedforget.strategies.protocol import (
+    ARRAYS,
+    FIRST_BATCH,
+    LOCAL_STEPS,
+    METRICS,
+    SiteError,
+    arrays_from_state,
+    state_from_arrays,
+)
 
 
 class SiteFedAvg(FedAvg):
@@ -55,6 +64,7 @@ class RoundReport:
     failures: dict[str, str]
     seconds: float
     poll_seconds: float = 0.0
+    server_seconds: float = 0.0  # the server's own computation: averaging the sites' models
 
 
 @dataclass
@@ -69,6 +79,21 @@ class TrainedModel:
     bytes_communicated: int
     site_updates: dict[str, tuple[State, int]] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)
+    round_history: RoundHistory | None = None
+
+    @property
+    def site_steps(self) -> int:
+        """Local training steps over all sites (the sites that answered each round)."""
+        return sum(len(entry["losses"]) for entry in self.history) * (self.steps // max(1, self.rounds))
+
+    @property
+    def messages(self) -> int:
+        """Training messages sent (failed ones included)."""
+        return sum(len(entry["losses"]) + len(entry["failures"]) for entry in self.history)
+
+    @property
+    def server_seconds(self) -> float:
+        return sum(float(entry.get("server_seconds", 0.0)) for entry in self.history)
 
 
 class RoundHooks(Protocol):
@@ -107,14 +132,18 @@ def train_federated(
     progress: Progress,
     hooks: RoundHooks,
     extra_config: dict[str, Any] | None = None,
+    joins: Mapping[str, int] | None = None,
+    round_history: RoundHistory | None = None,
 ) -> TrainedModel:
     """Run ``fed.rounds`` FedAvg rounds over ``sites`` (continuing a saved phase if there is one).
+
+    A site with ``joins[site] = j`` takes part in rounds j+1 onwards only. With ``round_history``
+    every kept round's start and site updates are written to it before the round's checkpoint.
 
     Each round is scored, then saved, then reported to ``hooks.completed``: a server
     killed at any point resumes at the first unsaved round, and no saved round is
     trained or logged twice.
     """
-    strategy = SiteFedAvg([link.nodes[s] for s in sites])
     saved = progress.load()
     state = saved["state"] if saved else initial
     done = int(saved["round"]) if saved else 0
@@ -122,13 +151,21 @@ def train_federated(
     history = list(saved["history"]) if saved else []
     earlier_bytes = int(saved["bytes"]) if saved else 0
     updates: dict[str, tuple[State, int]] = saved.get("site_updates", {}) if saved else {}
+    if round_history is not None:
+        round_history.truncate(done)  # rounds written after the last checkpoint are trained again
     for server_round in range(done + 1, fed.rounds + 1):
-        state, updates, report = _one_round(link, strategy, state, fed, phase, sites, server_round,
+        taking_part = participants(sites, joins or {}, server_round)
+        strategy = SiteFedAvg([link.nodes[s] for s in taking_part])
+        start = state
+        state, updates, report = _one_round(link, strategy, state, fed, phase, taking_part, server_round,
                                             extra_config or {})
+        if round_history is not None:
+            round_history.add(server_round, start, updates)
         wall += report.seconds
         scores = hooks.score(report, state)
         history.append({"round": server_round, "losses": report.losses, "failures": report.failures,
-                        "seconds": report.seconds, "poll_seconds": report.poll_seconds, "scores": scores})
+                        "seconds": report.seconds, "poll_seconds": report.poll_seconds,
+                        "server_seconds": report.server_seconds, "scores": scores})
         final = server_round == fed.rounds
         if server_round % fed.checkpoint_every == 0 or final:
             # The last round's site models are kept for the pga reference; earlier ones are not needed.
@@ -138,6 +175,19 @@ def train_federated(
     return TrainedModel(state=state, sites=contributors(sites, history), rounds=fed.rounds, steps=fed.training_steps,
                         wall_seconds=wall, bytes_communicated=earlier_bytes + link.ledger.bytes_in(phase),
                         site_updates=updates, history=history)
+
+
+def participants(sites: list[str], joins: Mapping[str, int], server_round: int) -> list[str]:
+    """The sites that train in round ``server_round`` (1-based): those that joined before it.
+
+    Raises:
+        ValueError: no site takes part in that round.
+    """
+    taking_part = [site for site in sites if joins.get(site, 0) < server_round]
+    if not taking_part:
+        raise ValueError(f"no site takes part in round {server_round}: every site's joins_at_round is "
+                         f"{server_round} or more ({dict(joins)})")
+    return taking_part
 
 
 def contributors(sites: list[str], history: list[dict[str, Any]]) -> list[str]:
@@ -156,8 +206,8 @@ def _one_round(link: SiteLink, strategy: SiteFedAvg, state: State, fed: Federati
                extra_config: dict[str, Any]) -> tuple[State, dict[str, tuple[State, int]], RoundReport]:
     """One FedAvg round over the sites that answer; a round fails only if every site fails it."""
     started = time.perf_counter()
-    config = ConfigRecord({"phase": phase, "local-steps": fed.local_steps,
-                           "first-batch": (server_round - 1) * fed.local_steps, **extra_config})
+    config = ConfigRecord({"phase": phase, LOCAL_STEPS: fed.local_steps,
+                           FIRST_BATCH: (server_round - 1) * fed.local_steps, **extra_config})
     messages = list(strategy.configure_train(server_round, arrays_from_state(state), config, link.grid))
     exchange = link.send_messages(messages, phase, server_round)
     if not exchange.replies:
@@ -165,10 +215,12 @@ def _one_round(link: SiteLink, strategy: SiteFedAvg, state: State, fed: Federati
     # Sites in a fixed order: summing in arrival order would make runs differ in the last float bits,
     # which 30 rounds of training amplify to ~0.1 dB.
     answered = [site for site in sites if site in exchange.replies]
+    averaging = time.perf_counter()
     arrays, _ = strategy.aggregate_train(server_round, [exchange.messages[site] for site in answered])
+    averaging = time.perf_counter() - averaging
     updates = {site: (state_from_arrays(c[ARRAYS]), int(c[METRICS]["num-examples"]))
                for site, c in exchange.replies.items()}
     losses = {s: float(c[METRICS]["loss"]) for s, c in exchange.replies.items()}
     state = state_from_arrays(arrays)
     return state, updates, RoundReport(server_round, losses, exchange.failures, time.perf_counter() - started,
-                                       exchange.poll_latency)
+                                       exchange.poll_latency, averaging)

@@ -46,6 +46,12 @@ SITE = "site"
 # An evaluate message with this config key set scores zero-filled reconstructions (no model travels).
 ZERO_FILLED = "zero-filled"
 INPUT = "input-"  # prefix of a local round's inputs: ArrayRecords for tensors, config keys for numbers
+# Config keys of a ``train`` message (a FedAvg round, or a history-based method's local round).
+LOCAL_STEPS = "local-steps"
+FIRST_BATCH = "first-batch"
+ROUND_LR = "lr"  # the learning rate to train at (absent: the FedAvg schedule's rate of server-round)
+ROUND_DATA = "data"  # which stream to train on: "train" (default) or "forget" (the forget site's forget set)
+EXCHANGE = "exchange"  # the number of a phase's exchange (attempts included); federation.fault counts it
 
 FAULT, DATA, CODE = "fault", "data", "code"
 _TRACEBACK_CHARS = 4000

@@ -27,6 +27,7 @@ A site that fails a round is asked again (``retries`` times) before the method s
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -39,6 +40,7 @@ from fedforget.strategies.link import SiteLink
 from fedforget.strategies.protocol import (
     ARRAYS,
     CONFIG,
+    EXCHANGE,
     METRICS,
     ORIGINAL,
     UNLEARN,
@@ -62,6 +64,47 @@ from fedforget.unlearning.base import (
 FailureHook = Callable[[str, str, int, bool], None]
 
 
+class RetryingSender:
+    """Rounds of messages of one phase; a site that fails a round is asked again, up to ``retries`` times.
+
+    Every attempt is its own exchange (ledger step; ``exchange`` in the message config, which
+    ``federation.fault.round`` counts), so the ledger shows the failed attempt and the retry. A
+    round is deterministic, so a retry returns what the first attempt would have.
+    """
+
+    def __init__(self, link: SiteLink, label: str, retries: int = 0, on_failure: FailureHook | None = None) -> None:
+        self.link = link
+        self.label = label
+        self.retries = retries
+        self.on_failure = on_failure
+        self.step = 0
+        self.seconds = 0.0  # spent waiting for the sites (the rest of a method's time is the server's)
+
+    def send(self, message_type: str, contents: dict[str, RecordDict]) -> dict[str, RecordDict]:
+        """Every site's reply to its content.
+
+        Raises:
+            SiteError: a site still failed after the last retry (its reason).
+        """
+        replies: dict[str, RecordDict] = {}
+        pending = dict(contents)
+        for attempt in range(self.retries + 1):
+            self.step += 1
+            began = time.perf_counter()
+            exchange = self.link.send(message_type, _numbered(pending, self.step), self.label, self.step)
+            self.seconds += time.perf_counter() - began
+            replies.update(exchange.replies)
+            if not exchange.failures:
+                return replies
+            for site, reason in exchange.failures.items():
+                if self.on_failure is not None:
+                    self.on_failure(site, reason, self.step, attempt < self.retries)
+            pending = {site: pending[site] for site in exchange.failures}
+        site, reason = next(iter(exchange.failures.items()))
+        attempts = f" (failed {self.retries + 1} attempts)" if self.retries else ""
+        raise SiteError(site, reason + attempts)
+
+
 class FederatedWorker:
     """Parties reached through Flower; the retain party may instead be the server's own data."""
 
@@ -77,9 +120,7 @@ class FederatedWorker:
         self.label = phase_label
         self.original = original
         self.server_retain = server_retain
-        self.retries = retries
-        self.on_failure = on_failure
-        self.step = 0
+        self.sender = RetryingSender(link, phase_label, retries, on_failure)
 
     def _sites(self, role: str) -> list[str]:
         if role == FORGET:
@@ -97,31 +138,7 @@ class FederatedWorker:
         return RecordDict(records)
 
     def _exchange(self, contents: dict[str, RecordDict]) -> dict[str, RecordDict]:
-        """One round of messages; a site that fails it is asked again, up to ``retries`` times.
-
-        Every attempt is its own exchange (ledger step; ``exchange`` in the message
-        config, which ``federation.fault.round`` counts), so the ledger shows the
-        failed attempt and the retry. A round is deterministic, so a retry returns
-        what the first attempt would have.
-
-        Raises:
-            SiteError: a site still failed after the last retry (its reason).
-        """
-        replies: dict[str, RecordDict] = {}
-        pending = dict(contents)
-        for attempt in range(self.retries + 1):
-            self.step += 1
-            exchange = self.link.send(UNLEARN, _numbered(pending, self.step), self.label, self.step)
-            replies.update(exchange.replies)
-            if not exchange.failures:
-                return replies
-            for site, reason in exchange.failures.items():
-                if self.on_failure is not None:
-                    self.on_failure(site, reason, self.step, attempt < self.retries)
-            pending = {site: pending[site] for site in exchange.failures}
-        site, reason = next(iter(exchange.failures.items()))
-        attempts = f" (failed {self.retries + 1} attempts)" if self.retries else ""
-        raise SiteError(site, reason + attempts)
+        return self.sender.send(UNLEARN, contents)
 
     def _by_role(self, roles: Mapping[str, Any], replies: dict[str, RecordDict]) -> dict[str, Gradients]:
         return {role: self._gather([replies[s] for s in self._sites(role)]) for role in roles if self._sites(role)}
@@ -187,7 +204,7 @@ def _numbered(contents: Mapping[str, RecordDict], exchange: int) -> dict[str, Re
     numbered = {}
     for site, content in contents.items():
         records = dict(content.items())
-        records[CONFIG] = ConfigRecord({**dict(content[CONFIG]), "exchange": exchange})
+        records[CONFIG] = ConfigRecord({**dict(content[CONFIG]), EXCHANGE: exchange})
         numbered[site] = RecordDict(records)
     return numbered
 

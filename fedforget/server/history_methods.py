@@ -1,0 +1,107 @@
+"""The removal phase of a history-based method, and the retraining controls it is compared with.
+
+A history-based method runs on the server with the original's round history; its only work at the
+sites is local training rounds (``strategies.replay``). Its cost is what a consortium pays: site
+steps, server seconds, messages, bytes and the history's storage.
+
+``retrain_budget`` is the control: besides its own model (``unlearning.retrain_budget.fraction``), it
+trains ``retrain_budget@<method>`` at each history-based method's measured site compute (with
+``match``), and ``retrain_budget@<fraction>`` for each fraction of ``curve``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from fedforget.data.batches import BatchSource
+from fedforget.learning.checkpoints import State, save_checkpoint
+from fedforget.learning.training import initial_state
+from fedforget.reporting.results import ModelRecord
+from fedforget.server.phases import (
+    ORACLE,
+    Session,
+    cost_record,
+    evaluate_at_sites,
+    round_failure_recorder,
+    starting_curves,
+)
+from fedforget.strategies.fedavg import TrainedModel
+from fedforget.strategies.replay import FederatedRoundWorker
+from fedforget.unlearning import VARIANT, get_history_method, is_history_method
+from fedforget.unlearning.history_base import HistoryRun, run_history_method
+from fedforget.unlearning.retrain_budget import RetrainBudget, budget_schedule
+
+RETRAIN_BUDGET = RetrainBudget.name
+
+
+def run_history(session: Session, name: str, original: TrainedModel, server_retain: BatchSource | None,
+                fraction: float | None = None) -> tuple[ModelRecord, State]:
+    """Remove the forget site with history-based method ``name`` (``fraction``: retraining's budget)."""
+    cfg = session.cfg
+    method = get_history_method(name, cfg.unlearning, fraction)
+    tag = f"unlearn/{name}"
+    worker = FederatedRoundWorker(session.link, tag, cfg.unlearning.round_retries,
+                                  round_failure_recorder(session, name))
+    planned = method.planned_rounds(cfg.federation)
+    starting_curves(session, tag)
+    session.run.progress.phase_started(tag, planned, "round")
+    run = HistoryRun(history=original.round_history, original=original.state,
+                     initial=initial_state(cfg.model, cfg.seed), fed=cfg.federation, unlearning=cfg.unlearning,
+                     forget_site=session.forget_site, retain_sites=cfg.retain_sites, worker=worker,
+                     new_model=session.new_model, seed=cfg.seed, joins=cfg.joins, server_retain=server_retain,
+                     on_round=_round_evaluator(session, tag, planned))
+    state, report = run_history_method(method, run)
+    session.run.progress.phase_finished(tag, seconds=round(report.wall_seconds, 3))
+    sha = save_checkpoint(session.run.checkpoints / f"{name}.pt", state,
+                          {"model": name, "rounds": report.rounds, "site_steps": report.site_steps})
+    ledger = session.link.ledger
+    history_bytes = original.round_history.bytes if original.round_history is not None and method.needs_history else 0
+    details = {**report.details, "family": "history", "rounds": report.rounds, "messages": ledger.messages_in(tag),
+               "cost": cost_record(report.site_steps, report.server_seconds, ledger.messages_in(tag),
+                                   ledger.bytes_in(tag), history_bytes)}
+    return ModelRecord(wall_seconds=report.wall_seconds, steps=report.trajectory_steps, retain_fraction=1.0,
+                       bytes_communicated=ledger.bytes_in(tag), trained_on=ledger.trained_on(tag), sha256=sha,
+                       details=details), state
+
+
+def _round_evaluator(session: Session, tag: str, planned: int):
+    """Evaluate every ``unlearning.eval_every``-th new global model (and the planned last) at every site."""
+    every = session.cfg.unlearning.eval_every
+
+    def on_round(count: int, state: State, values: dict[str, float]) -> None:
+        for key, value in values.items():
+            session.boards.server_metric(f"{tag}/{key}", value, count)
+        scores = None
+        if count % every == 0 or count == planned:
+            scores = evaluate_at_sites(session, state, tag, count)
+        session.boards.flush()
+        session.run.progress.step(tag, scores=scores)
+
+    return on_round
+
+
+def retrain_controls(session: Session, models: Mapping[str, ModelRecord]) -> Iterator[tuple[str, float]]:
+    """The ``retrain_budget@...`` models a run owes: (name, fraction of the oracle's site compute)."""
+    u = session.cfg.unlearning
+    if RETRAIN_BUDGET not in u.methods:
+        return
+    oracle_steps = models[ORACLE].details["cost"]["site_steps"]
+    if u.retrain_budget.match:
+        for name in u.methods:
+            steps = models[name].details["cost"]["site_steps"] if name in models else 0
+            # A method that trained nothing at the sites (FUKD with distillation) has no retraining twin.
+            if is_history_method(name) and name.partition(VARIANT)[0] != RETRAIN_BUDGET and steps:
+                yield f"{RETRAIN_BUDGET}{VARIANT}{name}", steps / oracle_steps
+    for fraction in u.retrain_budget.curve:
+        yield f"{RETRAIN_BUDGET}{VARIANT}{fraction:g}", fraction
+
+
+def same_schedule(session: Session, fraction: float, trained: Mapping[str, dict[str, Any]]) -> str | None:
+    """A retraining model already trained on the schedule ``fraction`` gives (its name), if any."""
+    fed = session.cfg.federation
+    wanted = budget_schedule(fraction, fed.rounds, fed.local_steps)
+    for name, details in trained.items():
+        if details.get("schedule") == wanted:
+            return name
+    return None
