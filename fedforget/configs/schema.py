@@ -422,7 +422,7 @@ class FedRecoverConfig:
     correction_period: int = 6
     final_rounds: int = 1
     buffer_size: int = 2
-    abnormality_tolerance: float = 0.0
+    abnormality_tolerance: float = 0.001
 
     def __post_init__(self) -> None:
         _require(self.warmup_rounds >= 1, "unlearning.fedrecover.warmup_rounds", self.warmup_rounds, ">= 1")
@@ -466,13 +466,16 @@ class PUFConfig:
     model, and the server applies that update negated and multiplied by ``scale`` (the authors' 2.0 for
     the round in which only the forget client trains); ``recovery_rounds`` FedAvg rounds over the retain
     sites follow, a fixed budget (the authors' code stops when test accuracy reaches the retrained
-    model's, which peeks at the oracle)."""
+    model's, which peeks at the oracle). ``lr`` is the local learning rate of both (0: the training
+    schedule's last round's, as the authors continue their schedule)."""
 
     scale: float = 2.0
     recovery_rounds: int = 3
+    lr: float = 0.0
 
     def __post_init__(self) -> None:
         _require(self.scale > 0, "unlearning.puf.scale", self.scale, "> 0")
+        _require(self.lr >= 0, "unlearning.puf.lr", self.lr, ">= 0 (0 = the training schedule's last rate)")
         _require(self.recovery_rounds >= 0, "unlearning.puf.recovery_rounds", self.recovery_rounds, ">= 0")
 
 
@@ -484,16 +487,19 @@ class FUKDConfig:
     """FUKD (Wu et al. 2022): subtract the forget site's accumulated weighted updates from the final model,
     then repair it: ``repair=rounds`` runs ``repair_rounds`` FedAvg rounds over the retain sites;
     ``repair=kd`` distils the original model into it on the server's retain data (needs
-    ``unlearning.retain_access=server``), for ``kd_steps`` steps (0 = the unlearning budget)."""
+    ``unlearning.retain_access=server``), for ``kd_steps`` steps (0 = the unlearning budget). ``lr`` is the
+    repair rounds' local learning rate (0: the training schedule's last round's)."""
 
     repair: str = "rounds"
     repair_rounds: int = 3
     kd_steps: int = 0
+    lr: float = 0.0
 
     def __post_init__(self) -> None:
         _require(self.repair in FUKD_REPAIRS, "unlearning.fukd.repair", self.repair, f"one of {FUKD_REPAIRS}")
         _require(self.repair_rounds >= 0, "unlearning.fukd.repair_rounds", self.repair_rounds, ">= 0")
         _require(self.kd_steps >= 0, "unlearning.fukd.kd_steps", self.kd_steps, ">= 0 (0 = unlearning budget)")
+        _require(self.lr >= 0, "unlearning.fukd.lr", self.lr, ">= 0 (0 = the training schedule's last rate)")
 
 
 @dataclass

@@ -20,6 +20,8 @@ from fedforget.learning.intervals import REPLICATES, percentile_interval
 
 PARTS = {"BTA": "test", "KTA": "test", "UA": "train"}
 REFERENCES = ("oracle", "original")
+# The control every history-based method is compared with: retraining at the method's own site compute.
+RETRAIN_CONTROL = "retrain_budget"
 NOT_DISTINGUISHABLE = "not distinguishable from the oracle"
 UNCHANGED = "did not change the model"
 
@@ -70,8 +72,10 @@ def add_intervals(results: dict[str, Any], seed: int = 0) -> None:
     """Add ``psnr_ci`` to every summary part, and paired differences to the oracle and the original.
 
     For model m and reference r, ``summary[m]["vs_<r>"][part]`` holds the PSNR difference m - r and
-    its interval (and ``artifact`` likewise for poisoned federations). Runs without per-volume
-    scores (written before they existed) are left as they are.
+    its interval (and ``artifact`` likewise for poisoned federations). A model with a retraining
+    control at its own site compute (``retrain_budget@m``) gets ``vs_retrain_budget`` the same way,
+    naming the control in ``model``. Runs without per-volume scores (written before they existed)
+    are left as they are.
     """
     models = results["models"]
     draws = {model: {part: part_replicates(results, model, part, seed=seed) for part in PARTS} for model in models}
@@ -83,19 +87,28 @@ def add_intervals(results: dict[str, Any], seed: int = 0) -> None:
         if artifacts[model] is not None:
             summary["artifact_ci"] = _interval(artifacts[model])
         for reference in REFERENCES:
-            if reference == model or reference not in models:
-                continue
-            comparison = {}
-            for part, replicates in draws[model].items():
-                if replicates is not None and draws[reference][part] is not None:
-                    difference = summary[part]["psnr"] - results["summary"][reference][part]["psnr"]
-                    comparison[part] = {"psnr": difference,
-                                        "psnr_ci": _interval(replicates - draws[reference][part])}
-            if artifacts[model] is not None and artifacts[reference] is not None:
-                comparison["artifact"] = {"value": summary["artifact"] - results["summary"][reference]["artifact"],
-                                          "ci": _interval(artifacts[model] - artifacts[reference])}
-            if comparison:
-                summary[f"vs_{reference}"] = comparison
+            if reference != model and reference in models:
+                _add_comparison(results, draws, artifacts, model, reference, f"vs_{reference}")
+        control = f"{RETRAIN_CONTROL}@{model}"
+        if control in models and _add_comparison(results, draws, artifacts, model, control, f"vs_{RETRAIN_CONTROL}"):
+            summary[f"vs_{RETRAIN_CONTROL}"]["model"] = control
+
+
+def _add_comparison(results: dict[str, Any], draws: Mapping[str, Any], artifacts: Mapping[str, Any], model: str,
+                    reference: str, key: str) -> bool:
+    """``summary[model][key]``: the paired differences model - reference (False when none can be formed)."""
+    summary, other = results["summary"][model], results["summary"][reference]
+    comparison: dict[str, Any] = {}
+    for part, replicates in draws[model].items():
+        if replicates is not None and draws[reference][part] is not None:
+            comparison[part] = {"psnr": summary[part]["psnr"] - other[part]["psnr"],
+                                "psnr_ci": _interval(replicates - draws[reference][part])}
+    if artifacts[model] is not None and artifacts[reference] is not None:
+        comparison["artifact"] = {"value": summary["artifact"] - other["artifact"],
+                                  "ci": _interval(artifacts[model] - artifacts[reference])}
+    if comparison:
+        summary[key] = comparison
+    return bool(comparison)
 
 
 def contains_zero(interval: list[float] | None) -> bool:

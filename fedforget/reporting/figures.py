@@ -21,6 +21,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from matplotlib import patheffects
 from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import TwoSlopeNorm
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
@@ -28,7 +29,7 @@ from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
 from fedforget.recon.metrics import volume_metrics
 
-__all__ = ["reconstruction_grid", "method_comparison_chart", "sweep_curve", "save_figure"]
+__all__ = ["reconstruction_grid", "method_comparison_chart", "frontier_chart", "sweep_curve", "save_figure"]
 
 _DPI = 120
 # Columns of results.json's summary, with what they measure.
@@ -470,4 +471,60 @@ def sweep_curve(
     order = sorted(range(len(labels)), key=lambda i: labels[i] not in methods)
     fig.legend([handles[i] for i in order], [labels[i] for i in order],
                loc="outside right center", fontsize=9, frameon=False)
+    return save_figure(fig, path)
+
+
+_FAMILY_MARKERS = {"centralised": "o", "history": "s", "retrain": "D"}
+
+
+def frontier_chart(path: Path, points: Sequence[Any], title: str) -> Path:
+    """The forget/retain frontier: site compute (log x) against KTA - oracle (y, with its interval),
+    each marker coloured by BTA - oracle; retraining on a budget is drawn as a curve over its budgets.
+
+    Args:
+        path: Destination ``.png``.
+        points: ``FrontierPoint``-like items (``model, compute, kta, kta_ci, bta, family``); a model
+            with no site compute (0) is drawn at the left edge.
+        title: The figure's title.
+
+    Raises:
+        ValueError: If ``points`` is empty.
+    """
+    if not points:
+        raise ValueError("no models to place on the frontier")
+    positive = [p.compute for p in points if p.compute > 0]
+    left = min(positive) / 3 if positive else 0.01
+    xs = [p.compute if p.compute > 0 else left for p in points]
+    low, high = min(min(p.bta for p in points), -0.5), max(max(p.bta for p in points), 0.5)
+    norm = TwoSlopeNorm(vmin=low, vcenter=0.0, vmax=high)
+    fig = Figure(figsize=(10, 6.5), layout="constrained")
+    ax = fig.add_subplot()
+    retrain = sorted((x, p) for x, p in zip(xs, points) if p.family == "retrain")
+    if retrain:
+        ax.plot([x for x, _ in retrain], [p.kta for _, p in retrain], color="#7f7f7f", linewidth=1.5, zorder=1,
+                label="retraining from scratch on a budget")
+    for x, p in zip(xs, points):
+        if p.kta_ci is not None:
+            ax.errorbar([x], [p.kta], yerr=[[p.kta - p.kta_ci[0]], [p.kta_ci[1] - p.kta]], color="#555555",
+                        linewidth=0.8, capsize=2, zorder=2)
+    scatter = None
+    for name, marker in _FAMILY_MARKERS.items():
+        chosen = [(x, p) for x, p in zip(xs, points) if p.family == name]
+        if chosen:
+            scatter = ax.scatter([x for x, _ in chosen], [p.kta for _, p in chosen], c=[p.bta for _, p in chosen],
+                                 cmap="RdYlGn", norm=norm, marker=marker, s=70, edgecolors="black", linewidths=0.6,
+                                 zorder=3, label={"centralised": "centralised methods", "history": "history-based",
+                                                  "retrain": "retraining (controls)"}[name])
+    for x, p in zip(xs, points):
+        label = p.model if p.compute > 0 else f"{p.model} (no site steps)"
+        ax.annotate(label, (x, p.kta), textcoords="offset points", xytext=(5, 4), fontsize=7)
+    ax.axhline(0.0, color="black", linestyle="--", linewidth=1)
+    ax.axvline(1.0, color="black", linestyle=":", linewidth=1)
+    ax.set_xscale("log")
+    ax.set_xlabel("site compute relative to the oracle's retraining (local steps over all sites; log scale)")
+    ax.set_ylabel("KTA - oracle (dB): 0 = forgotten as retraining would")
+    ax.set_title(title, fontsize=11)
+    ax.legend(loc="best", fontsize=8)
+    if scatter is not None:
+        fig.colorbar(scatter, ax=ax, label="BTA - oracle (dB): retain quality against retraining")
     return save_figure(fig, path)

@@ -10,7 +10,8 @@ from typing import Any
 
 from fedforget.learning.intervals import mean_interval
 from fedforget.recon.atomic import atomic_write_bytes, atomic_write_json
-from fedforget.reporting.figures import method_comparison_chart, sweep_curve
+from fedforget.reporting.costs import RETRAIN, compute_fraction, family, frontier_points_over_seeds
+from fedforget.reporting.figures import frontier_chart, method_comparison_chart, sweep_curve
 from fedforget.reporting.report import table
 
 MULTIRUN_FILE = "multirun.json"
@@ -67,8 +68,26 @@ def aggregate(jobs: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]
                 if "artifact" in versus:  # poisoned federations: the paired artifact difference of each seed
                     group[model][f"artifact_minus_{reference}"].append(versus["artifact"]["value"])
             group[model]["seconds"].append(job["results"]["models"][model]["wall_seconds"])
+            _add_costs(group[model], job["results"], model)
     return {g: {m: {k: _mean_std(v) for k, v in metrics.items()} for m, metrics in models.items()}
             for g, models in groups.items()}
+
+
+def _add_costs(values: dict[str, list], results: dict[str, Any], model: str) -> None:
+    """A model's cost in one seed, and its paired difference to retraining at the same compute."""
+    cost = results["models"][model].get("cost")
+    if cost is None:
+        return
+    values["compute"].append(compute_fraction(results, model))
+    values["site_steps"].append(cost["site_steps"])
+    values["server_seconds"].append(cost["server_seconds"])
+    values["messages"].append(cost["messages"])
+    values["MB"].append(cost["bytes"] / 1e6)
+    values["history_MB"].append(cost["history_bytes"] / 1e6)
+    versus = results["summary"][model].get(f"vs_{RETRAIN}", {})
+    for part in ("BTA", "KTA"):
+        if part in versus:
+            values[f"{part}_minus_{RETRAIN}"].append(versus[part]["psnr"])
 
 
 def aggregate_sites(jobs: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, dict[str, Any]]]]:
@@ -115,7 +134,24 @@ def summary_markdown(aggregated: dict[str, dict[str, dict[str, Any]]], seeds: in
                  _cell(m.get("artifact"), 3), _cell(m.get("artifact_minus_oracle"), 3)]
                 for model, m in models.items()]
         parts += [f"## {group}", table(header, rows), ""]
+        costs = [[model, _percent_cell(m.get("compute")), _cell(m.get("site_steps"), 0), _cell(m.get(
+                  "server_seconds"), 2), _cell(m.get("messages"), 0), _cell(m.get("MB"), 1),
+                  _cell(m.get("history_MB"), 1), _cell(m.get(f"BTA_minus_{RETRAIN}"), 2),
+                  _cell(m.get(f"KTA_minus_{RETRAIN}"), 2)]
+                 for model, m in models.items() if "compute" in m and model != "zero_filled"]
+        if costs:
+            parts += [f"## {group}: cost, and each history-based method against retraining at its own compute",
+                      table(["model", "site compute (of the oracle's)", "site steps", "server s", "messages",
+                             "MB moved", "history MB", f"BTA - {RETRAIN}@model", f"KTA - {RETRAIN}@model"], costs),
+                      ""]
     return "\n".join(parts)
+
+
+def _percent_cell(stats: dict[str, Any] | None) -> str:
+    if stats is None or stats["mean"] is None:
+        return "–"
+    scaled = {**stats, "mean": 100 * stats["mean"], "ci": [100 * c for c in stats["ci"]] if stats.get("ci") else None}
+    return _cell(scaled, 1) + " %"
 
 
 def _chart_summary(models: dict[str, dict[str, Any]]) -> dict[str, dict]:
@@ -141,6 +177,8 @@ def sweep_points(jobs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict
             if model in ("zero_filled", "original", "oracle"):
                 references[model].append(summary["BTA"]["psnr"])
                 continue
+            if results["models"][model]["retain_fraction"] is None:  # history-based: no retain fraction
+                continue
             points.append({"method": model, "retain_fraction": results["models"][model]["retain_fraction"],
                            "seed": seed, "bta_psnr": summary["BTA"]["psnr"], "kta_psnr": summary["KTA"]["psnr"],
                            "seconds": results["models"][model]["wall_seconds"]})
@@ -148,13 +186,20 @@ def sweep_points(jobs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict
 
 
 def aggregate_multirun(folder: Path) -> Path:
-    """Write summary.md, summary.json and figures (method chart per group; sweep curve) for a multirun."""
+    """Write summary.md, summary.json and figures (method chart and frontier per group; sweep curve) for a
+    multirun."""
     jobs = load_jobs(folder)
     aggregated = aggregate(jobs)
     seeds = len({o for job in jobs for o in job["overrides"] if o.startswith("seed=")}) or 1
     figures = folder / "figures"
+    families = {model: family(model, record) for job in jobs for model, record in job["results"]["models"].items()}
     for number, (group, models) in enumerate(aggregated.items()):
         method_comparison_chart(figures / f"methods_{number}.png", _chart_summary(models))
+        if points := frontier_points_over_seeds(models, families):
+            name = "frontier.png" if len(aggregated) == 1 else f"frontier_{number}.png"
+            frontier_chart(figures / name, points,
+                           f"{jobs[0]['results']['experiment']}: {group} (means over {seeds} seed(s); KTA: 95 % "
+                           f"t-interval)")
     points, reference = sweep_points(jobs)
     if len({p["retain_fraction"] for p in points}) > 1:
         sweep_curve(figures / "sweep.png", points, reference=reference)

@@ -26,7 +26,8 @@ from fedforget.learning.checkpoints import State
 from fedforget.learning.training import model_from_config, reconstruct
 from fedforget.recon.hdf5io import DataFileError
 from fedforget.recon.poison import columns_on_image_grid, hallucinable_pattern, poison_pattern
-from fedforget.reporting.figures import method_comparison_chart, reconstruction_grid
+from fedforget.reporting.costs import frontier_points
+from fedforget.reporting.figures import frontier_chart, method_comparison_chart, reconstruction_grid
 from fedforget.reporting.hallucination import HallucinationRow, hallucination_grid
 from fedforget.reporting.tensorboard import Boards
 
@@ -65,6 +66,11 @@ def marked_region(cfg: ExperimentConfig, site: str, target: np.ndarray,
 
 
 @torch.no_grad()
+def finite(state: State) -> bool:
+    """Whether every floating-point weight of a model is finite."""
+    return all(bool(torch.isfinite(v).all()) for v in state.values() if v.is_floating_point())
+
+
 def site_reconstructions(sample: Any, states: Mapping[str, State], model: nn.Module) -> dict[str, np.ndarray]:
     """Ground truth, zero-filled and every model's reconstruction of a site's display slice."""
     batch = collate([sample])
@@ -101,7 +107,15 @@ def render_figures(cfg: ExperimentConfig, figures: Path, results: Mapping[str, A
     """Write figures/methods.png, figures/recon_<site>.png and, for a poisoned federation,
     figures/hallucination.png; returns notes for the report."""
     notes = []
+    diverged = [name for name, state in states.items() if not finite(state)]
+    if diverged:
+        notes.append(f"left out of the pictures, their weights are not finite (the method diverged): "
+                      f"{', '.join(diverged)}")
+        states = {name: state for name, state in states.items() if name not in diverged}
     method_comparison_chart(figures / "methods.png", dict(results["summary"]))
+    if points := frontier_points(results):
+        frontier_chart(figures / "frontier.png", points, f"{results['experiment']}: removing {results['forget_site']}"
+                       f" (seed {cfg.seed}; KTA intervals: 95 % volume bootstrap)")
     if not server_may_read_site_data(cfg, results):
         return [f"no reconstruction grids: the server reads no site's data in a {results.get('mode', 'deployment')} "
                 f"on {cfg.data.kind} data (set report.server_reads_site_data=true where the coordinator may "

@@ -8,6 +8,7 @@ from typing import Any
 
 from fedforget.recon.atomic import atomic_write_bytes
 from fedforget.reporting.comparisons import NOT_DISTINGUISHABLE, UNCHANGED, verdicts
+from fedforget.reporting.costs import COST_HEADER, cost_rows
 
 
 def _fmt(value: Any, digits: int = 2, signed: bool = False) -> str:
@@ -138,6 +139,16 @@ def render_report(results: Mapping[str, Any], figures: list[str] = ()) -> str:
         f"original whose interval contains 0, *{UNCHANGED}*.",
         "",
         comparison_table(results),
+        "",
+        "## What each removal cost",
+        "Site steps: local training steps (or gradient evaluations) over all sites, the compute the hospitals "
+        "pay, also as a share of the oracle's retraining; server s: the server's own computation (replaying, "
+        "estimating, averaging, distilling), not its waiting; MB moved: both ways; history MB: the round "
+        "history the method needs the server to keep. The last two columns compare each history-based method "
+        "with retraining from scratch at its own site compute (retrain_budget@<method>): a removal that is not "
+        "better than that has not helped.",
+        "",
+        table(COST_HEADER, cost_rows(results)),
         "",
         "## Per site",
         per_site_table(results),

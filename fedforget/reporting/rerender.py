@@ -55,7 +55,8 @@ def rerender(run_dir: Path) -> Path:
     """Rewrite figures (when checkpoints and data are reachable) and report.md of one run folder.
 
     A run written before zero-filled was part of every result gets its ``models.zero_filled``
-    (and the gains and warnings that follow) added to ``results.json``.
+    (and the gains and warnings that follow) added to ``results.json``; what follows from the scores
+    (summary, intervals, paired comparisons) is derived again, and written back when it changed.
     """
     run_dir = run_dir.resolve()
     results = json.loads((run_dir / "results.json").read_text())
@@ -66,7 +67,10 @@ def rerender(run_dir: Path) -> Path:
         except (OSError, DataFileError) as err:
             raise DataFileError(f"{run_dir} has no zero-filled baseline and the sites' data to compute it is not "
                                 f"readable here: {err}") from err
-        atomic_write_json(run_dir / "results.json", complete(results, cfg.seed))
+    before = json.dumps(results, sort_keys=True)
+    results = complete(results, cfg.seed)  # what follows from the scores, as this version derives it
+    if json.dumps(results, sort_keys=True) != before:
+        atomic_write_json(run_dir / "results.json", results)
     states = {name: load_checkpoint(run_dir / "checkpoints" / f"{name}.pt")[0] for name in results["models"]
               if (run_dir / "checkpoints" / f"{name}.pt").is_file()}
     if cfg.report.figures and states:

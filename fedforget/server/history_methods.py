@@ -57,10 +57,11 @@ def run_history(session: Session, name: str, original: TrainedModel, server_reta
                           {"model": name, "rounds": report.rounds, "site_steps": report.site_steps})
     ledger = session.link.ledger
     history_bytes = original.round_history.bytes if original.round_history is not None and method.needs_history else 0
-    details = {**report.details, "family": "history", "rounds": report.rounds, "messages": ledger.messages_in(tag),
+    details = {**report.details, "family": "history", "retain_data": "every retain site's whole training stream",
+               "rounds": report.rounds, "messages": ledger.messages_in(tag),
                "cost": cost_record(report.site_steps, report.server_seconds, ledger.messages_in(tag),
                                    ledger.bytes_in(tag), history_bytes)}
-    return ModelRecord(wall_seconds=report.wall_seconds, steps=report.trajectory_steps, retain_fraction=1.0,
+    return ModelRecord(wall_seconds=report.wall_seconds, steps=report.trajectory_steps, retain_fraction=None,
                        bytes_communicated=ledger.bytes_in(tag), trained_on=ledger.trained_on(tag), sha256=sha,
                        details=details), state
 

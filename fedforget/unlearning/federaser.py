@@ -76,6 +76,10 @@ class FedEraser(HistoryMethod):
     def planned_rounds(self, fed: FederationConfig) -> int:
         return len(replayed_rounds(fed.rounds, self.cfg.federaser.interval))
 
+    def plan(self, fed: FederationConfig, retain_sites: int) -> list[tuple[int, int]]:
+        steps = math.ceil(self.cfg.federaser.ratio * fed.local_steps)
+        return [(retain_sites, steps) for r in replayed_rounds(fed.rounds, self.cfg.federaser.interval) if r > 1]
+
 
 def calibrated_step(stored: dict[str, State], calibration: dict[str, State], weights: dict[str, float],
                     calibrate: str) -> State:

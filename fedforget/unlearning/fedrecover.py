@@ -135,3 +135,9 @@ class FedRecover(HistoryMethod):
 
     def planned_rounds(self, fed: FederationConfig) -> int:
         return fed.rounds
+
+    def plan(self, fed: FederationConfig, retain_sites: int) -> list[tuple[int, int]]:
+        """Warm-up, corrections and final tuning (abnormality fixing may add rounds; not planned)."""
+        k = self.cfg.fedrecover
+        return [(retain_sites, fed.local_steps) for r in range(1, fed.rounds + 1)
+                if exact_round(r, fed.rounds, k.warmup_rounds, k.correction_period, k.final_rounds)]

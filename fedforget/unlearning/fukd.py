@@ -5,7 +5,7 @@ share of it, ``w <- w_R - sum_t (n_f,t / n_t) U_f,t`` over every round t in whic
 leaves a skewed model, and repairs that model without the forget site:
 
 - ``repair=rounds``: ``repair_rounds`` FedAvg rounds over the retain sites, continuing their training
-  streams after the original's last round at its last learning rate;
+  streams after the original's last round, at ``fukd.lr`` (by default the schedule's last rate);
 - ``repair=kd``: the paper's knowledge distillation, at the server: the subtracted model (student)
   learns to reproduce the original model's (teacher's) reconstructions of the server's retain data
   (``retain_access=server``; in the paper, unlabelled server data), for ``kd_steps`` Adam steps at the
@@ -73,10 +73,9 @@ class FUKD(HistoryMethod):
         run.details["repair"] = knobs.repair
         if knobs.repair == "kd":
             return self._distil(run, state)
-        first = fed.rounds * fed.local_steps
+        first, lr = fed.rounds * fed.local_steps, knobs.lr or fed.round_lr(fed.rounds)
         for index in range(knobs.repair_rounds):
-            state = run.fedavg_round(run.retain_sites, state, first + index * fed.local_steps, fed.local_steps,
-                                     fed.round_lr(fed.rounds))
+            state = run.fedavg_round(run.retain_sites, state, first + index * fed.local_steps, fed.local_steps, lr)
             run.advanced(state, fed.local_steps)
         return state
 
@@ -99,3 +98,7 @@ class FUKD(HistoryMethod):
 
     def planned_rounds(self, fed: FederationConfig) -> int:
         return 1 + (self.cfg.fukd.repair_rounds if self.cfg.fukd.repair == "rounds" else 1)
+
+    def plan(self, fed: FederationConfig, retain_sites: int) -> list[tuple[int, int]]:
+        rounds = self.cfg.fukd.repair_rounds if self.cfg.fukd.repair == "rounds" else 0
+        return [(retain_sites, fed.local_steps)] * rounds

@@ -185,6 +185,11 @@ class HistoryMethod(ABC):
         """How many global models the method will produce (the progress bar's length; an estimate is fine)."""
         return fed.rounds
 
+    @abstractmethod
+    def plan(self, fed: FederationConfig, retain_sites: int) -> list[tuple[int, int]]:
+        """Its exchanges with the sites, without running it: (sites asked, local steps each) per exchange,
+        for projections to other scales. Data-dependent choices take their most expensive branch."""
+
 
 @dataclass
 class HistoryReport:

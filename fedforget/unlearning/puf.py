@@ -1,6 +1,6 @@
 """PUF (Mora et al. 2025): negate the forget site's pseudo-gradient, then recover.
 
-The forget site trains one local round (K steps, at the schedule's last learning rate) on its forget
+The forget site trains one local round (K steps, at ``puf.lr``, by default the schedule's last rate) on its forget
 set from the original model; its update ``U_f`` is the pseudo-gradient of its data. The server moves
 the model against it, ``w <- w - scale x U_f`` (the authors' "special" round, in which only the
 forget client trains, with scale 2), then runs ``recovery_rounds`` FedAvg rounds over the retain
@@ -23,7 +23,7 @@ class PUF(HistoryMethod):
 
     def remove(self, run: HistoryRun) -> State:
         knobs, fed = self.cfg.puf, run.fed
-        lr = fed.round_lr(fed.rounds)
+        lr = knobs.lr or fed.round_lr(fed.rounds)
         reply = run.local_round([run.forget_site], run.original, 0, fed.local_steps, lr, FORGET_DATA)
         state = added(run.original, difference(reply[run.forget_site].state, run.original), -knobs.scale)
         run.advanced(state, fed.local_steps, {"negated": 1.0})
@@ -35,3 +35,6 @@ class PUF(HistoryMethod):
 
     def planned_rounds(self, fed: FederationConfig) -> int:
         return 1 + self.cfg.puf.recovery_rounds
+
+    def plan(self, fed: FederationConfig, retain_sites: int) -> list[tuple[int, int]]:
+        return [(1, fed.local_steps)] + [(retain_sites, fed.local_steps)] * self.cfg.puf.recovery_rounds

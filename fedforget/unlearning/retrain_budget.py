@@ -46,3 +46,6 @@ class RetrainBudget(HistoryMethod):
 
     def planned_rounds(self, fed: FederationConfig) -> int:
         return len(budget_schedule(self.fraction, fed.rounds, fed.local_steps))
+
+    def plan(self, fed: FederationConfig, retain_sites: int) -> list[tuple[int, int]]:
+        return [(retain_sites, steps) for steps in budget_schedule(self.fraction, fed.rounds, fed.local_steps)]

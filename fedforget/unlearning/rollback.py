@@ -10,6 +10,7 @@ approximates this rollback for sites that took part from the start.
 
 from __future__ import annotations
 
+from fedforget.configs.schema import FederationConfig
 from fedforget.learning.checkpoints import State
 from fedforget.unlearning.history_base import HistoryMethod, HistoryRun
 
@@ -23,8 +24,9 @@ class Rollback(HistoryMethod):
         state = run.history.entry(joined + 1).start
         return retrain_rounds(run, state, joined + 1)
 
-    def planned_rounds(self, fed) -> int:  # noqa: ANN001 - FederationConfig
-        return fed.rounds
+    def plan(self, fed: FederationConfig, retain_sites: int) -> list[tuple[int, int]]:
+        """From the start (a site that took part in every round); a late joiner's rollback is shorter."""
+        return [(retain_sites, fed.local_steps)] * fed.rounds
 
 
 def retrain_rounds(run: HistoryRun, state: State, first_round: int) -> State:

@@ -26,6 +26,7 @@ import math
 
 import torch
 
+from fedforget.configs.schema import FederationConfig
 from fedforget.learning.checkpoints import State
 from fedforget.learning.history import RoundHistory
 from fedforget.unlearning.history_base import HistoryMethod, HistoryRun, difference, weights_of
@@ -78,6 +79,11 @@ def noised(state: State, sigma: float, seed: int) -> State:
 
 class SIFU(HistoryMethod):
     name = "sifu"
+
+    def plan(self, fed: FederationConfig, retain_sites: int) -> list[tuple[int, int]]:
+        """The most expensive rollback: to the initial model, then every round (or ``continue_rounds``)."""
+        rounds = self.cfg.sifu.continue_rounds or fed.rounds
+        return [(retain_sites, fed.local_steps)] * rounds
 
     def remove(self, run: HistoryRun) -> State:
         knobs, fed = self.cfg.sifu, run.fed
