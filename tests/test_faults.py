@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from run_helpers import REPO, CompletedRun, fedforget_run
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -24,6 +25,7 @@ from fedforget.launch.flower import processes_of
 from fedforget.launch.run_lock import LOCK_FILE
 from fedforget.launch.runner import _is_resumable
 from fedforget.learning.checkpoints import load_checkpoint
+from fedforget.learning.history import RoundHistory, history_folder
 
 pytestmark = pytest.mark.slow
 
@@ -46,11 +48,17 @@ def test_killed_server_resumes_and_a_failing_site_rejoins(tmp_path: Path, data_r
     first = fedforget_run(args, tmp_path / "run")
     assert first.returncode == 1 and "run FAILED" in first.output
     assert first.status["status"] != "completed" and not (first.folder / "results.json").exists()
-    _, saved = load_checkpoint(first.folder / "checkpoints" / "progress" / "original.pt")
+    after_round_1, saved = load_checkpoint(first.folder / "checkpoints" / "progress" / "original.pt")
     assert saved["round"] == 1
+    history_dir = history_folder(first.folder / "checkpoints" / "original.pt")
+    assert RoundHistory.open(history_dir).rounds == [1]
 
     second = fedforget_run(args, tmp_path / "run")  # the same command again
     assert second.returncode == 0, second.output[-3000:]
+    history = RoundHistory.open(history_dir)
+    assert history.rounds == [1, 2, 3], "the resumed run continues the history"
+    assert all(torch.equal(history.entry(2).start[k], after_round_1[k]) for k in after_round_1)
+    assert history.examples(2).keys() == {"brain-0"} and history.examples(3).keys() == {"brain-0", "knee-0"}
     kinds = [(e["kind"], e.get("after_round")) for e in second.results["events"]]
     assert ("server_killed", 1) in kinds and ("resumed", 1) in kinds
     _, progress = load_checkpoint(second.folder / "checkpoints" / "progress" / "original.pt")

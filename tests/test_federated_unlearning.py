@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import pytest
 import torch
+from leakage import assert_only_parameters_and_numbers_leave
 from run_helpers import CompletedRun, fedforget_report, fedforget_run
 
 from fedforget.configs import load_experiment
-from fedforget.configs.schema import METHOD_NAMES
+from fedforget.configs.schema import CENTRALISED_METHODS
 from fedforget.data.batches import unlearning_source
 from fedforget.data.sites import open_site_split
 from fedforget.learning.checkpoints import load_checkpoint
@@ -31,11 +31,6 @@ LOCAL_METHODS = ["ft", "ga_l1_ft", "nl_ft", "bad_teacher", "grad_surgery", "pga"
 STEPS, LOCAL_STEPS = 4, 2
 # Fewer evaluations than the smoke default (every step): these runs test weights and messages, not curves.
 RUN_ARGS = [f"unlearning.steps={STEPS}", f"unlearning.eval_every={STEPS}", "report.figures=false"]
-# Every record a site sends may hold only these metrics, each a single number.
-SITE_METRICS = re.compile(r"num-examples|loss|mia-auc(-calibrated)?(-ci-(low|high))?|"
-                          r"(train|test)-(slices|volumes|psnr|ssim|nmse|loss|artifact_score)")
-# ... and these lists, one value per volume of the split (the volume bootstrap's input), never per slice.
-VOLUME_METRICS = re.compile(r"(train|test)-(psnr|ssim|artifact_score)-volumes")
 
 
 @pytest.fixture(scope="module")
@@ -153,16 +148,6 @@ def test_a_site_failing_a_local_round_is_recorded_and_the_round_retried(local_ro
     assert not [e for e in local_round_run.results["events"] if e["kind"] == "method_stopped"]
 
 
-def _replies(run: CompletedRun) -> list[dict]:
-    """Every answer a site sent (the ledger records each one's arrays by shape and records by key)."""
-    ledger = json.loads((run.folder / "ledger.json").read_text())
-    return [e for e in ledger if e["records_up"]]
-
-
-def _model_shapes() -> set[tuple[int, ...]]:
-    return {tuple(p.shape) for p in build_varnet(PRESETS["tiny"]).parameters()}
-
-
 def _weights_bytes(ledger: list[dict]) -> int:
     """Bytes of one copy of the model's weights, as the ledger counts them (what an evaluation sends)."""
     # Zero-filled evaluations carry no model; final evaluations carry the oracle too (the membership reference).
@@ -173,28 +158,7 @@ def _weights_bytes(ledger: list[dict]) -> int:
 
 def test_no_record_leaving_a_site_carries_data(equivalence_run: CompletedRun) -> None:
     """Every ArrayRecord, MetricRecord and ConfigRecord any site sent, in every phase and every method."""
-    replies = _replies(equivalence_run)
-    phases = {e["phase"] for e in replies}
-    assert {f"unlearn/{m}" for m in METHOD_NAMES} <= phases and {"discover", "evaluate/final/original"} <= phases
-    model_shapes, sites = _model_shapes(), equivalence_run.results["sites"]
-    assert {e["site"] for e in replies if e["phase"] == "discover"} == set(sites), "every site answered the query"
-    for entry in replies:
-        where = (entry["phase"], entry["step"], entry["site"])
-        assert set(map(tuple, entry["shapes_up"])) <= model_shapes, f"a non-parameter array left a site: {where}"
-        for name, record in entry["records_up"].items():
-            if record["kind"] == "ArrayRecord":
-                continue
-            for key, (kind, length) in record["keys"].items():
-                if record["kind"] == "MetricRecord" and VOLUME_METRICS.fullmatch(key):
-                    split = key.split("-", 1)[0]
-                    assert kind == "list[float]" and length == sites[entry["site"]][f"{split}_volumes"], (where, key)
-                elif record["kind"] == "MetricRecord":
-                    assert SITE_METRICS.fullmatch(key) and kind in ("int", "float") and length == 1, (where, key)
-                elif kind.startswith("list"):
-                    # Lists travel only in the site query: one entry per file the site uses (audit.json).
-                    split = key.split("-", 1)[0]
-                    assert entry["phase"] == "discover" and name == "data", (where, name, key)
-                    assert kind != "list[float]" and length == sites[entry["site"]][f"{split}_volumes"], (where, key)
+    assert_only_parameters_and_numbers_leave(equivalence_run, CENTRALISED_METHODS)
 
 
 def test_forget_data_stays_at_the_forget_site(equivalence_run: CompletedRun) -> None:
@@ -202,7 +166,7 @@ def test_forget_data_stays_at_the_forget_site(equivalence_run: CompletedRun) -> 
     ledger = json.loads((equivalence_run.folder / "ledger.json").read_text())
     model_bytes = _weights_bytes(ledger)
     forget = [e for e in ledger if e["site"] == "knee-0" and e["status"] == "ok"]
-    assert {f"unlearn/{m}" for m in METHOD_NAMES} - {"unlearn/ft"} <= {e["phase"] for e in forget}
+    assert {f"unlearn/{m}" for m in CENTRALISED_METHODS} - {"unlearn/ft"} <= {e["phase"] for e in forget}
     assert "unlearn/ft" not in {e["phase"] for e in forget}, "ft never asks the forget site"
     for entry in forget:
         if entry["phase"].startswith("unlearn/"):

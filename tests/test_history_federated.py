@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from leakage import assert_only_parameters_and_numbers_leave
 from run_helpers import CompletedRun, fedforget_run
 
 from fedforget.configs import load_experiment
@@ -87,6 +88,10 @@ def test_the_forget_site_hears_only_pufs_one_round(history_run: CompletedRun) ->
         assert sites and "knee-0" not in sites, name
     puf = [e for e in ledger if e["phase"] == "unlearn/puf" and e["site"] == "knee-0"]
     assert [(e["message_type"], e["status"]) for e in puf] == [("train", "ok")]
+
+
+def test_no_record_leaving_a_site_carries_data(history_run: CompletedRun) -> None:
+    assert_only_parameters_and_numbers_leave(history_run, [*HISTORY_REGISTRY, "retrain_budget@rollback"])
 
 
 def test_a_failed_calibration_round_is_recorded_and_retried(history_run: CompletedRun) -> None:

@@ -47,6 +47,8 @@ def compute_fraction(results: Mapping[str, Any], model: str) -> float | None:
 
 def frontier_points(results: Mapping[str, Any]) -> list[FrontierPoint]:
     """Every removal of one run (and its retraining controls) on the frontier."""
+    if "models" not in results:
+        return []
     points = []
     for model, summary in results["summary"].items():
         compute = compute_fraction(results, model)

@@ -65,12 +65,12 @@ def marked_region(cfg: ExperimentConfig, site: str, target: np.ndarray,
     return row0, col0, min(target.shape[0], row0 + size), min(target.shape[1], col0 + size)
 
 
-@torch.no_grad()
 def finite(state: State) -> bool:
     """Whether every floating-point weight of a model is finite."""
     return all(bool(torch.isfinite(v).all()) for v in state.values() if v.is_floating_point())
 
 
+@torch.no_grad()
 def site_reconstructions(sample: Any, states: Mapping[str, State], model: nn.Module) -> dict[str, np.ndarray]:
     """Ground truth, zero-filled and every model's reconstruction of a site's display slice."""
     batch = collate([sample])
