@@ -8,6 +8,8 @@ model cache after the first run. Per variant and method the result holds the sit
 retraining at the method's own compute (``retrain_budget@<method>``). Usage::
 
     python -m bench.history_knobs [--experiment demo] [--seed 0] [--variants 0 1 2 3]
+    python -m bench.history_knobs --name history_rounds_demo_seed0 --variants 4 \
+        --methods "[federaser,retrain_budget]" --extra federation.rounds=90
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ VARIANTS = [
     ["unlearning.federaser.interval=2", "unlearning.federaser.ratio=1.0", "unlearning.fedrecover.correction_period=6",
      "unlearning.fedrecover.abnormality_tolerance=0", "unlearning.puf.scale=10", "unlearning.fukd.repair=kd",
      "unlearning.retain_access=server"],
+    [],  # every knob at its default
 ]
 
 
@@ -64,25 +67,32 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--experiment", default="demo")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--variants", type=int, nargs="*", default=list(range(len(VARIANTS))))
+    parser.add_argument("--variants", type=int, nargs="*", default=list(range(len(VARIANTS) - 1)))
+    parser.add_argument("--methods", default=METHODS, help=f"unlearning.methods of every run (default {METHODS})")
+    parser.add_argument("--extra", nargs="*", default=[], help="overrides added to every run (federation.rounds=90)")
     parser.add_argument("--output-dir", type=Path, default=REPO / "outputs" / "history-knobs")
     parser.add_argument("--name", default="")
     args = parser.parse_args(argv)
     runs = []
     for index in args.variants:
-        folder = args.output_dir / f"{args.experiment}-seed{args.seed}-variant{index}"
+        name = args.name or f"history_knobs_{args.experiment}_seed{args.seed}"
+        folder = args.output_dir / f"{name}-variant{index}"
         command = [sys.executable, "-m", "fedforget.cli", "run", f"experiment={args.experiment}", f"seed={args.seed}",
-                   f"unlearning.methods={METHODS}", *VARIANTS[index], "--output-dir", str(folder), "--fresh"]
+                   f"unlearning.methods={args.methods}", *args.extra, *VARIANTS[index], "--output-dir", str(folder),
+                   "--fresh"]
         began = time.perf_counter()
         done = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
         if done.returncode != 0:
-            raise RuntimeError(f"variant {index} failed ({done.returncode}):\n{done.stdout[-3000:]}{done.stderr[-3000:]}")
+            raise RuntimeError(f"variant {index} failed ({done.returncode}):\n"
+                               f"{done.stdout[-3000:]}{done.stderr[-3000:]}")
         results = json.loads((folder / "results.json").read_text())
-        runs.append({"variant": index, "overrides": VARIANTS[index], "run": str(folder),
+        runs.append({"variant": index, "overrides": [*args.extra, *VARIANTS[index]], "run": str(folder),
                      "seconds": time.perf_counter() - began, "models": extract(results)})
         print(f"variant {index}: {time.perf_counter() - began:.0f} s", flush=True)
     write_result(args.name or f"history_knobs_{args.experiment}_seed{args.seed}",
-                 {"experiment": args.experiment, "seed": args.seed, "methods": METHODS, "runs": runs},
+                 {"experiment": args.experiment, "seed": args.seed, "methods": args.methods, "extra": args.extra,
+                  "command": "python -m bench.history_knobs " + " ".join(argv if argv is not None else sys.argv[1:]),
+                  "runs": runs},
                  f"{len(runs)} variants, {sum(r['seconds'] for r in runs) / 60:.0f} min")
 
 

@@ -71,7 +71,8 @@ def main(argv: list[str] | None = None) -> None:
                "knobs": {name: _knobs(cfg, name) for name in HISTORY_REGISTRY}}
     write_result(args.name or f"history_projection_{args.experiment}", payload,
                  f"{weights:,} weights ({weights * 4 / 1e6:.1f} MB); history every round {kept / 1e9:.1f} GB fp32, "
-                 f"{storage['every 1, fp16'] / 1e9:.1f} GB fp16; FedAvg training moves {training['bytes'] / 1e9:.1f} GB")
+                 f"{storage['every 1, fp16'] / 1e9:.1f} GB fp16; FedAvg training moves "
+                 f"{training['bytes'] / 1e9:.1f} GB")
 
 
 def _knobs(cfg: ExperimentConfig, name: str) -> dict[str, Any]:

@@ -90,3 +90,36 @@ def test_a_poisoned_federations_paired_artifact_difference_is_summarised_over_se
     assert original["artifact_minus_oracle"]["mean"] == pytest.approx(sum(differences) / 3)
     assert original["artifact_minus_oracle"]["ci"] == pytest.approx(list(mean_interval(differences)))
     assert "artifact - oracle" in (folder / "summary.md").read_text()
+
+
+def _history_results(kta: float, control_bta: float, seed_steps: int) -> dict:
+    """A run with FedEraser and its retraining control: costs, paired differences and the oracle's compute."""
+    results = _results(24.0, 0.1)
+    for name, steps, bta in (("federaser", seed_steps, 25.0), ("retrain_budget@federaser", seed_steps, control_bta)):
+        results["summary"][name] = {part: {"psnr": bta if part == "BTA" else kta, "ssim": 0.5}
+                                    for part in ("BTA", "KTA", "UA")} | {"RTE": 3.0}
+        results["models"][name] = {"retain_fraction": None, "wall_seconds": 0.3, "family": "history",
+                                   "cost": {"site_steps": steps, "server_seconds": 0.1, "messages": 4, "bytes": 10**6,
+                                            "history_bytes": 2 * 10**6}}
+    results["models"]["oracle"]["cost"] = {"site_steps": 100, "server_seconds": 0.0, "messages": 30, "bytes": 10**7,
+                                           "history_bytes": 0}
+    oracle = results["summary"]["oracle"]
+    for name in ("federaser", "retrain_budget@federaser"):
+        s = results["summary"][name]
+        s["vs_oracle"] = {p: {"psnr": s[p]["psnr"] - oracle[p]["psnr"], "psnr_ci": [-1.0, 1.0]} for p in ("BTA", "KTA")}
+    fed = results["summary"]["federaser"]
+    fed["vs_retrain_budget"] = {"model": "retrain_budget@federaser",
+                                "BTA": {"psnr": 25.0 - control_bta, "psnr_ci": [0.1, 0.9]}}
+    return results
+
+
+def test_costs_and_the_difference_to_retraining_are_summarised_with_a_frontier(tmp_path: Path) -> None:
+    controls = [24.0, 24.5, 24.2]
+    folder = _multirun(tmp_path, [([f"seed={s}"], _history_results(26.0, c, 20 + s)) for s, c in enumerate(controls)])
+    aggregate_multirun(folder)
+    federaser = json.loads((folder / "summary.json").read_text())["groups"]["(all jobs)"]["federaser"]
+    assert federaser["compute"]["mean"] == pytest.approx(0.21) and federaser["history_MB"]["mean"] == 2.0
+    differences = [25.0 - c for c in controls]
+    assert federaser["BTA_minus_retrain_budget"]["ci"] == pytest.approx(list(mean_interval(differences)))
+    assert (folder / "figures" / "frontier.png").is_file()
+    assert "retrain_budget@model" in (folder / "summary.md").read_text()

@@ -197,9 +197,9 @@ def aggregate_multirun(folder: Path) -> Path:
         method_comparison_chart(figures / f"methods_{number}.png", _chart_summary(models))
         if points := frontier_points_over_seeds(models, families):
             name = "frontier.png" if len(aggregated) == 1 else f"frontier_{number}.png"
+            experiment = jobs[0]["results"].get("experiment", "multirun")
             frontier_chart(figures / name, points,
-                           f"{jobs[0]['results']['experiment']}: {group} (means over {seeds} seed(s); KTA: 95 % "
-                           f"t-interval)")
+                           f"{experiment}: {group} (means over {seeds} seed(s); KTA: 95 % t-interval)")
     points, reference = sweep_points(jobs)
     if len({p["retain_fraction"] for p in points}) > 1:
         sweep_curve(figures / "sweep.png", points, reference=reference)

@@ -83,6 +83,35 @@ def abnormality_bound(run: HistoryRun, tolerance: float) -> float:
     return tau
 
 
+class Recovery:
+    """The server's side of FedRecover's rounds: the sites' secant buffers and the abnormality bound."""
+
+    def __init__(self, run: HistoryRun, buffer_size: int, tau: float) -> None:
+        self.run = run
+        self.tau = tau
+        self.buffers: dict[str, deque] = {site: deque(maxlen=buffer_size) for site in run.retain_sites}
+
+    def round(self, server_round: int, state: State, always_exact: bool) -> tuple[State, int]:
+        """One recovered round from ``state``: exact updates where needed, estimates elsewhere; returns the new
+        global model and how many sites computed exactly."""
+        run, fed = self.run, self.run.fed
+        entry = run.history.entry(server_round)
+        sites = [s for s in run.participants(server_round) if s in entry.updates]
+        step = flatten(state) - flatten(entry.start)
+        estimates = {} if always_exact else estimated_updates(entry.updates, self.buffers, sites, step, self.tau)
+        exact = [s for s in sites if s not in estimates]
+        replies = run.local_round(exact, state, (server_round - 1) * fed.local_steps, fed.local_steps,
+                                  fed.round_lr(server_round)) if exact else {}
+        for site in exact:
+            if float(step.norm()) > 0:
+                change = flatten(entry.updates[site]) - (flatten(replies[site].state) - flatten(state))
+                # Pseudo-gradients g = -U: the pair is (w^ - w, g^exact - g_stored), kept in fp32.
+                self.buffers[site].append((step.float(), change.float()))
+        site_states = [(replies[s].state, replies[s].examples) if s in replies
+                       else ({k: v + estimates[s][k] for k, v in state.items()}, entry.examples[s]) for s in sites]
+        return aggregate(site_states, state), len(exact)
+
+
 def estimated_updates(stored: dict[str, State], buffers: dict[str, deque], sites: list[str], step: torch.Tensor,
                       tau: float) -> dict[str, State]:
     """Each site's estimated update ``U - H~ (w^ - w)``, for the sites whose buffer can give one and whose
@@ -106,31 +135,17 @@ class FedRecover(HistoryMethod):
         knobs, fed = self.cfg.fedrecover, run.fed
         if run.history.every != 1:
             raise ValueError("fedrecover estimates every round from its stored updates: set federation.history.every=1")
-        buffers: dict[str, deque] = {site: deque(maxlen=knobs.buffer_size) for site in run.retain_sites}
-        exact_counts: dict[str, int] = {}
         tau = abnormality_bound(run, knobs.abnormality_tolerance) if knobs.abnormality_tolerance else math.inf
-        run.details["abnormality_bound"] = tau if math.isfinite(tau) else None
-        state = run.history.entry(1).start
+        recovery = Recovery(run, knobs.buffer_size, tau)
+        state, exact_counts = run.history.entry(1).start, {}
         for server_round in range(1, fed.rounds + 1):
-            entry = run.history.entry(server_round)
-            sites = [s for s in run.participants(server_round) if s in entry.updates]
-            step = flatten(state) - flatten(entry.start)
-            estimates = {} if exact_round(server_round, fed.rounds, knobs.warmup_rounds, knobs.correction_period,
-                                          knobs.final_rounds) else estimated_updates(entry.updates, buffers, sites, step, tau)
-            exact = [s for s in sites if s not in estimates]
-            replies = run.local_round(exact, state, (server_round - 1) * fed.local_steps, fed.local_steps,
-                                      fed.round_lr(server_round)) if exact else {}
-            for site in exact:
-                if float(step.norm()) > 0:
-                    change = flatten(entry.updates[site]) - (flatten(replies[site].state) - flatten(state))
-                    # Pseudo-gradients g = -U: the pair is (w^ - w, g^exact - g_stored), kept in fp32.
-                    buffers[site].append((step.float(), change.float()))
-            site_states = [(replies[s].state, replies[s].examples) if s in replies
-                           else ({k: v + estimates[s][k] for k, v in state.items()}, entry.examples[s]) for s in sites]
-            state = aggregate(site_states, state)
-            exact_counts[str(server_round)] = len(exact)
-            run.advanced(state, fed.local_steps, {"exact_sites": float(len(exact))})
-        run.details["exact_sites_per_round"] = exact_counts
+            always_exact = exact_round(server_round, fed.rounds, knobs.warmup_rounds, knobs.correction_period,
+                                       knobs.final_rounds)
+            state, exact = recovery.round(server_round, state, always_exact)
+            exact_counts[str(server_round)] = exact
+            run.advanced(state, fed.local_steps, {"exact_sites": float(exact)})
+        run.details.update({"abnormality_bound": tau if math.isfinite(tau) else None,
+                            "exact_sites_per_round": exact_counts})
         return state
 
     def planned_rounds(self, fed: FederationConfig) -> int:
