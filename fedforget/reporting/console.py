@@ -8,13 +8,14 @@ from pathlib import Path
 
 def summary_lines(results: dict) -> list[str]:
     models = list(results["models"])
-    lines = [f"{'site':<10} {'role':<7} {'model':<14} {'PSNR':>7} {'vs ZF':>7} {'SSIM':>7} {'NMSE':>8}"]
+    width = max(14, *(len(model) for model in models))  # retrain_budget@<method> names run long
+    lines = [f"{'site':<10} {'role':<7} {'model':<{width}} {'PSNR':>7} {'vs ZF':>7} {'SSIM':>7} {'NMSE':>8}"]
     for site, info in results["sites"].items():
         for model in models:
             m = results["models"][model]["sites"][site]["test"]
             gain = m.get("gain_over_zero_filled")
             gain_text = f"{gain:+7.2f}" if gain is not None else f"{'-':>7}"
-            lines.append(f"{site:<10} {info['role']:<7} {model:<14} {m['psnr']:7.2f} {gain_text} {m['ssim']:7.4f} "
+            lines.append(f"{site:<10} {info['role']:<7} {model:<{width}} {m['psnr']:7.2f} {gain_text} {m['ssim']:7.4f} "
                          f"{m['nmse']:8.4f}")
     return lines
 

@@ -98,6 +98,12 @@ def retrain_controls(session: Session, models: Mapping[str, ModelRecord]) -> Ite
         yield f"{RETRAIN_BUDGET}{VARIANT}{fraction:g}", fraction
 
 
+def full_schedule(session: Session) -> list[int]:
+    """Local steps per round of retraining with the whole budget: the oracle's schedule."""
+    fed = session.cfg.federation
+    return budget_schedule(1.0, fed.rounds, fed.local_steps)
+
+
 def same_schedule(session: Session, fraction: float, trained: Mapping[str, dict[str, Any]]) -> str | None:
     """A retraining model already trained on the schedule ``fraction`` gives (its name), if any."""
     fed = session.cfg.federation

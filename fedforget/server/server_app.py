@@ -24,7 +24,13 @@ from fedforget.reporting.progress import FINAL_EVALUATION
 from fedforget.reporting.report import write_report
 from fedforget.reporting.results import ModelRecord, build_audit, build_results
 from fedforget.reporting.tensorboard import Boards, hparam_entries, write_hparams
-from fedforget.server.history_methods import RETRAIN_BUDGET, retrain_controls, run_history, same_schedule
+from fedforget.server.history_methods import (
+    RETRAIN_BUDGET,
+    full_schedule,
+    retrain_controls,
+    run_history,
+    same_schedule,
+)
 from fedforget.server.phases import (
     ORACLE,
     ORIGINAL,
@@ -118,6 +124,8 @@ def _retrain_controls(session: Session, original: TrainedModel, models: dict[str
                       states: dict[str, Any], source: Any) -> None:
     """``retrain_budget@...``: retraining at each history-based method's site compute, and on the curve."""
     trained = {name: record.details for name, record in models.items() if name.startswith(RETRAIN_BUDGET)}
+    # Retraining on the whole schedule is the oracle, bit for bit (tested against a Flower-free run).
+    trained[ORACLE] = {"schedule": full_schedule(session)}
     for name, fraction in list(retrain_controls(session, models)):
         twin = same_schedule(session, fraction, trained)
         if twin is not None:  # the same schedule gives the same model: record it again, train nothing
