@@ -100,7 +100,7 @@ def test_the_forget_site_hears_only_pufs_one_round(history_run: CompletedRun) ->
 
 
 def test_no_record_leaving_a_site_carries_data(history_run: CompletedRun) -> None:
-    assert_only_parameters_and_numbers_leave(history_run, [*HISTORY_REGISTRY, "retrain_budget@rollback"])
+    assert_only_parameters_and_numbers_leave(history_run, [*HISTORY_REGISTRY, "retrain_budget@federaser"])
 
 
 def test_a_failed_calibration_round_is_recorded_and_retried(history_run: CompletedRun) -> None:
