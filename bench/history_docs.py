@@ -9,6 +9,8 @@ Inputs, each produced by the command the page names beside its table:
   oracle are the new run's, so the rows compare like with like);
 - ``history_knobs_demo_seed0.json``, ``history_rounds_demo_seed0.json`` (``bench.history_knobs``);
 - ``history_diagnostics_sifu.json``, ``history_diagnostics_fedrecover.json`` (``bench.history_diagnostics``);
+- ``history_trajectory_history-demo-3seeds.json``, ``history_rounds_trajectory_demo_seed0.json``
+  (``bench.history_trajectory``: each model against the oracle's learning curve at the same compute);
 - ``history_projection_paper-brain-knee.json`` (``bench.history_projection``).
 
 Usage: ``python -m bench.history_docs``.
@@ -174,7 +176,7 @@ def write_page() -> Path:
              "distinguishable from 0. Site compute: local training steps (or gradient evaluations) over all "
              "sites, relative to the oracle's retraining.",
              ""]
-    parts += _experiment_section("demo", "history-demo-3seeds", "demo-3seeds", poisoned=False)
+    parts += _experiment_section("demo", "history-demo-3seeds", "centralised-demo-3seeds", poisoned=False)
     parts += _experiment_section("poisoned-site", "history-poisoned-3seeds", "poisoned-site-3seeds", poisoned=True)
     parts += _knob_section()
     parts += _diagnostics_section()
@@ -197,10 +199,14 @@ def _experiment_section(experiment: str, folder: str, centralised_folder: str, p
     note = ""
     if old is not None and _same_references(models, _group(old)):
         centralised = _group(old)
-        note = (f" The centralised methods' rows other than those measured again here come from "
-                f"`bench/results/{centralised_folder}/` (`{meta.get('centralised_command', '')}`): its original and "
-                f"oracle are this run's to 1e-6 dB on every seed's mean, so the rows compare like with like; they "
-                f"were measured before costs were recorded, so their cost columns are empty.")
+        note = (f" The centralised methods' rows come from `bench/results/{centralised_folder}/` "
+                f"(`{meta.get('centralised_command', '')}`): its original and oracle are this run's to 1e-6 dB on "
+                f"every seed's mean, so the rows compare like with like.")
+        if not any("compute" in m for m in centralised.values()):
+            note += " They were measured before costs were recorded, so their cost columns are empty."
+    elif old is not None:
+        note = (f" The centralised methods' multirun `bench/results/{centralised_folder}/` trained a different "
+                f"original or oracle (other data or defaults), so its rows are not shown beside these.")
     parts = [f"## {experiment}: every method, seeds {meta.get('seeds', '0, 1, 2')}",
              f"`{meta.get('command', '')}`, then `fedforget report` on the multirun folder "
              f"({meta.get('minutes', '?')} min on the 2-core machine).{note}",
@@ -241,8 +247,35 @@ def _knob_section() -> list[str]:
     return parts
 
 
+def trajectory_rows(trajectory: dict[str, Any]) -> list[list[str]]:
+    rows = []
+    for model, m in sorted(trajectory["models"].items(), key=lambda item: item[1]["compute"]["mean"]):
+        rows.append([model, _cell(m["compute"], 1, False, 100.0) + " %", _cell(m["BTA"], 2, False),
+                     _cell(m["curve_BTA"], 2, False), _cell(m["BTA_minus_curve"]), _cell(m["KTA"], 2, False),
+                     _cell(m["curve_KTA"], 2, False), _cell(m["KTA_minus_curve"])])
+    return rows
+
+
+def _trajectory_section() -> list[str]:
+    parts = []
+    for name, label in (("history_trajectory_history-demo-3seeds", "demo, seeds 0-2"),
+                        ("history_rounds_trajectory_demo_seed0", "demo trained for 90 rounds, seed 0")):
+        trajectory = _load(f"{name}.json")
+        if trajectory is None:
+            continue
+        parts += [f"### Against the oracle's own learning curve ({label})",
+                  f"`python -m bench.history_trajectory {trajectory['multirun']}`: the oracle's evaluations every "
+                  "few rounds give its quality at each fraction of its site compute; each row compares a model "
+                  "with that curve at the model's own compute (BTA and KTA here are means of the sites' test "
+                  "PSNR, as the per-round evaluations are). 0 means the method did exactly as well as stopping "
+                  "retraining there.", "",
+                  _table(["model", "site compute", "BTA", "oracle curve BTA there", "BTA - curve", "KTA",
+                          "oracle curve KTA there", "KTA - curve"], trajectory_rows(trajectory)), ""]
+    return parts
+
+
 def _diagnostics_section() -> list[str]:
-    parts = ["## Why: measured causes", ""]
+    parts = ["## Why: measured causes", "", *_trajectory_section()]
     fedrecover = _load("history_diagnostics_fedrecover.json")
     if fedrecover is not None:
         rows = []

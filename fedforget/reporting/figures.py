@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import os
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -523,7 +524,8 @@ def frontier_chart(path: Path, points: Sequence[Any], title: str) -> Path:
     ax.set_xscale("log")
     ax.set_xlabel("site compute relative to the oracle's retraining (local steps over all sites; log scale)")
     ax.set_ylabel("KTA - oracle (dB): 0 = forgotten as retraining would")
-    ax.set_title(title, fontsize=11)
+    # A multirun's title carries its overrides, which run wider than the axes.
+    ax.set_title(textwrap.fill(title, 100), fontsize=11)
     ax.legend(loc="best", fontsize=8)
     if scatter is not None:
         fig.colorbar(scatter, ax=ax, label="BTA - oracle (dB): retain quality against retraining")
