@@ -128,7 +128,7 @@ def poisoned_targets(models: dict[str, Any]) -> list[list[str]]:
         bta = (m.get("BTA_minus_original") or {}).get("mean")
         checks = [compute is not None and compute <= TARGET_COMPUTE + 1e-9, inside,
                   bta is not None and math.isfinite(bta) and bta >= TARGET_BTA]
-        rows.append([name, _cell(m.get("compute"), 1, False, 100.0), _cell(m["artifact"], 3, False),
+        rows.append([name, _cell(m.get("compute"), 1, False, 100.0) + " %", _cell(m["artifact"], 3, False),
                      _cell(m.get("BTA_minus_original")), *("yes" if c else "no" for c in checks),
                      "**met**" if all(checks) else "not met"])
     return rows
@@ -206,7 +206,7 @@ def _experiment_section(experiment: str, folder: str, centralised_folder: str, p
             note += " They were measured before costs were recorded, so their cost columns are empty."
     elif old is not None:
         note = (f" The centralised methods' multirun `bench/results/{centralised_folder}/` trained a different "
-                f"original or oracle (other data or defaults), so its rows are not shown beside these.")
+                f"original or oracle (another machine, or other data or defaults), so its rows are not shown beside these.")
     parts = [f"## {experiment}: every method, seeds {meta.get('seeds', '0, 1, 2')}",
              f"`{meta.get('command', '')}`, then `fedforget report` on the multirun folder "
              f"({meta.get('minutes', '?')} min on the 2-core machine).{note}",
@@ -232,14 +232,14 @@ def _experiment_section(experiment: str, folder: str, centralised_folder: str, p
 
 def _knob_section() -> list[str]:
     knobs = _load("history_knobs_demo_seed0.json")
-    if knobs is None:
-        return ["## Knobs: not measured yet", ""]
     rounds = _load("history_rounds_demo_seed0.json")
-    parts = ["## The knobs' effect (demo, seed 0)",
-             "`python -m bench.history_knobs` (one run per variant; the original and oracle from the model cache). "
-             "Intervals: volume bootstrap of this one seed.", "",
-             _table(["method", "setting", "site compute", "BTA - oracle", "KTA - oracle", "BTA - retraining",
-                     "KTA - retraining"], knob_rows(knobs)), ""]
+    parts = ["## Knobs: not measured yet", ""]
+    if knobs is not None:
+        parts = ["## The knobs' effect (demo, seed 0)",
+                 f"`{knobs.get('command', 'python -m bench.history_knobs')}` (one run per variant; the original and "
+                 "oracle from the model cache). Intervals: volume bootstrap of this one seed.", "",
+                 _table(["method", "setting", "site compute", "BTA - oracle", "KTA - oracle", "BTA - retraining",
+                         "KTA - retraining"], knob_rows(knobs)), ""]
     if rounds is not None:
         parts += ["### Longer training", f"`{rounds.get('command', '')}`", "",
                   _table(["model", "setting", "site compute", "BTA - oracle", "KTA - oracle", "BTA - retraining",
@@ -259,7 +259,7 @@ def trajectory_rows(trajectory: dict[str, Any]) -> list[list[str]]:
 def _trajectory_section() -> list[str]:
     parts = []
     for name, label in (("history_trajectory_history-demo-3seeds", "demo, seeds 0-2"),
-                        ("history_rounds_trajectory_demo_seed0", "demo trained for 90 rounds, seed 0")):
+                        ("history_rounds_trajectory_demo_seed0", "the longer-training run, seed 0")):
         trajectory = _load(f"{name}.json")
         if trajectory is None:
             continue

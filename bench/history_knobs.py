@@ -7,7 +7,7 @@ model cache after the first run. Per variant and method the result holds the sit
 (relative to the oracle's), BTA / KTA - oracle with their intervals, and the paired difference to
 retraining at the method's own compute (``retrain_budget@<method>``). Usage::
 
-    python -m bench.history_knobs [--experiment demo] [--seed 0] [--variants 0 1 2 3]
+    python -m bench.history_knobs [--experiment demo] [--seed 0] [--variants 0 1 2 3] [--with-run RUN_DIR]
     python -m bench.history_knobs --name history_rounds_demo_seed0 --variants 4 \
         --methods "[federaser,retrain_budget]" --extra federation.rounds=90
 """
@@ -72,8 +72,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--extra", nargs="*", default=[], help="overrides added to every run (federation.rounds=90)")
     parser.add_argument("--output-dir", type=Path, default=REPO / "outputs" / "history-knobs")
     parser.add_argument("--name", default="")
+    parser.add_argument("--with-run", type=Path, default=None,
+                        help="a finished run at the default knobs (same experiment and seed) to list beside the variants")
     args = parser.parse_args(argv)
     runs = []
+    if args.with_run is not None:
+        results = json.loads((args.with_run / "results.json").read_text())
+        runs.append({"variant": "defaults", "overrides": [], "run": str(args.with_run), "seconds": None,
+                     "models": extract(results)})
     for index in args.variants:
         name = args.name or f"history_knobs_{args.experiment}_seed{args.seed}"
         folder = args.output_dir / f"{name}-variant{index}"
@@ -93,7 +99,7 @@ def main(argv: list[str] | None = None) -> None:
                  {"experiment": args.experiment, "seed": args.seed, "methods": args.methods, "extra": args.extra,
                   "command": "python -m bench.history_knobs " + " ".join(argv if argv is not None else sys.argv[1:]),
                   "runs": runs},
-                 f"{len(runs)} variants, {sum(r['seconds'] for r in runs) / 60:.0f} min")
+                 f"{len(runs)} variants, {sum(r['seconds'] or 0 for r in runs) / 60:.0f} min")
 
 
 if __name__ == "__main__":
