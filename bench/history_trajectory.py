@@ -104,9 +104,10 @@ def main(argv: list[str] | None = None) -> None:
     seeds = _run_folders(args.multirun)
     per_seed = {p.name: seed_rows(p) for p in seeds}
     name = args.name or f"history_trajectory_{args.multirun.name}"
+    models = summarise(per_seed)
     write_result(name, {"multirun": str(args.multirun), "seeds": list(per_seed), "per_seed": per_seed,
-                        "models": summarise(per_seed)},
-                 f"{len(per_seed)} seeds, {len(summarise(per_seed))} models against the oracle's curve")
+                        "models": models},
+                 f"{len(per_seed)} seeds, {len(models)} models against the oracle's curve")
 
 
 if __name__ == "__main__":
