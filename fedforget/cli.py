@@ -19,6 +19,8 @@ from fedforget.configs.compose import ConfigError
 EXIT_FAILED, EXIT_CONFIG, EXIT_DATA, EXIT_METHODS_MISSING = 1, 2, 3, 4
 MODEL_PRESETS = ("tiny", "small", "paper")
 MASK_TYPES = ("equispaced_fraction", "equispaced", "random")
+CONFIG_DIR_HELP = ("your own config folder (experiment/*.yaml, sites/*.yaml, ...), searched beside the package's "
+                   "groups: experiment=NAME finds DIR/experiment/NAME.yaml")
 
 
 def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
@@ -28,6 +30,7 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
     run = commands.add_parser("run", help="run an experiment as a Flower simulation")
     run.add_argument("overrides", nargs="*", help="experiment=NAME and Hydra overrides, e.g. unlearning.methods=[ft]")
     run.add_argument("--output-dir", type=Path, help="run folder (default outputs/<experiment>-<timestamp>)")
+    run.add_argument("--config-dir", type=Path, help=CONFIG_DIR_HELP)
     run.add_argument("-m", "--multirun", action="store_true", help="sweep comma-separated override values")
     run.add_argument("--federation-config", help="Flower simulation config, e.g. 'num-supernodes=4 "
                                                  "client-resources-num-gpus=0.25'")
@@ -36,6 +39,7 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
 
     synth = commands.add_parser("synth", help="write an experiment's synthetic fastMRI-format site data")
     synth.add_argument("overrides", nargs="*", help="experiment=NAME and Hydra overrides (data.root=...)")
+    synth.add_argument("--config-dir", type=Path, help=CONFIG_DIR_HELP)
 
     report = commands.add_parser("report", help="re-render report.md (and figures) of a finished run")
     report.add_argument("run_dir", type=Path)
@@ -66,7 +70,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from fedforget.launch.signals import Interrupted, stop_on_signals
     from fedforget.reporting.console import print_summary
 
-    experiment, overrides = split_experiment(args.overrides)
+    try:
+        experiment, overrides = split_experiment(_with_config_dir(args))
+    except ConfigError as err:
+        print(f"fedforget: invalid configuration: {err}", file=sys.stderr)
+        return EXIT_CONFIG
     request = RunRequest(experiment, overrides, args.output_dir, args.federation_config, args.fresh,
                          verbose=args.verbose)
     try:
@@ -90,14 +98,21 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _with_config_dir(args: argparse.Namespace) -> list[str]:
+    """The overrides, with ``--config-dir`` as Hydra's search path (it travels to every site in the run config)."""
+    from fedforget.configs.compose import config_dir_override
+
+    return [config_dir_override(args.config_dir), *args.overrides] if args.config_dir else list(args.overrides)
+
+
 def _cmd_synth(args: argparse.Namespace) -> int:
     from fedforget.configs.compose import load_experiment
     from fedforget.data.synthetic import prepare_synthetic_data
-    from fedforget.launch.runner import absolute_overrides, split_experiment
+    from fedforget.launch.runner import absolute_overrides, default_paths, split_experiment
 
-    experiment, overrides = split_experiment(args.overrides)
     try:
-        cfg = load_experiment(experiment, absolute_overrides(overrides, {}))
+        experiment, overrides = split_experiment(_with_config_dir(args))
+        cfg = load_experiment(experiment, absolute_overrides(overrides, default_paths(experiment, overrides)))
     except ConfigError as err:
         print(f"fedforget: invalid configuration: {err}", file=sys.stderr)
         return EXIT_CONFIG

@@ -194,6 +194,13 @@ def test_a_site_contrast_of_the_other_anatomy_is_a_config_error() -> None:
         site_spec(cfg, "knee-0")
     assert site_spec(load_experiment("smoke", ["sites.knee-0.contrasts=[CORPDFS_FBK]"]), "knee-0").contrasts == \
         ("CORPDFS_FBK",)
+def _as_run_config_composes(experiment: str, overrides: list[str]):
+    """What a ServerApp / ClientApp composes from a run config: the workspace's paths filled in."""
+    from fedforget.configs.compose import anchor_paths, default_path_overrides
+
+    return anchor_paths(load_experiment(experiment, default_path_overrides(overrides)))
+
+
 def test_a_run_config_is_composed_once_per_machine_and_read_back_equal(
         tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
     import fedforget.configs.compose as compose
@@ -203,8 +210,8 @@ def test_a_run_config_is_composed_once_per_machine_and_read_back_equal(
     run_config = {"experiment": "demo", "overrides": "unlearning.methods=[all] seed=3 federation.lr=0.002"}
     monkeypatch.setattr(compose, "_FROM_RUN_CONFIG", {})
     first = compose.load_from_run_config(run_config)
-    assert first == load_experiment("demo", ["unlearning.methods=[all]", "seed=3", "federation.lr=0.002"])
-    assert composed_path("demo", run_config["overrides"]).is_file()
+    assert first == _as_run_config_composes("demo", ["unlearning.methods=[all]", "seed=3", "federation.lr=0.002"])
+    assert composed_path("demo", " ".join(compose.default_path_overrides(run_config["overrides"].split()))).is_file()
 
     # A fresh process (empty in-process memo) must not compose again: Hydra is not even reachable.
     monkeypatch.setattr(compose, "_FROM_RUN_CONFIG", {})
@@ -221,12 +228,12 @@ def test_a_damaged_or_foreign_config_memo_is_composed_again(tmp_path, monkeypatc
     monkeypatch.setenv("FEDFORGET_CACHE", str(tmp_path))
     run_config = {"experiment": "smoke", "overrides": "seed=5"}
     assert composed_path("smoke", "seed=5") != composed_path("smoke", "seed=6")
-    path = composed_path("smoke", "seed=5")
+    path = composed_path("smoke", " ".join(compose.default_path_overrides(["seed=5"])))
     for damage in ("{not json", '{"name": "smoke", "no_such_key": 1}'):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(damage)
         monkeypatch.setattr(compose, "_FROM_RUN_CONFIG", {})
-        assert compose.load_from_run_config(run_config) == load_experiment("smoke", ["seed=5"])
+        assert compose.load_from_run_config(run_config) == _as_run_config_composes("smoke", ["seed=5"])
 
 
 def test_the_config_memo_key_covers_every_config_file(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:

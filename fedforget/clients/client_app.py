@@ -18,6 +18,7 @@ if tracing():  # before any heavy import: when this process began, and when Flow
     trace("clientapp_import_start")
 
 import os
+import platform
 import time
 from collections.abc import Callable
 from functools import wraps
@@ -91,6 +92,16 @@ def _site_action(handler: Handler) -> Callable[[Message, Context], Message]:
     return run
 
 
+def software_versions() -> dict[str, str]:
+    """What this ClientApp process runs on: a site on another torch than the installed one is visible."""
+    from importlib.metadata import version
+
+    import torch
+
+    return {"python": platform.python_version(), "torch": torch.__version__, "fedforget": version("fedforget"),
+            "flwr": version("flwr")}
+
+
 @app.query("site")
 @_site_action
 def describe_site(message: Message, runtime: SiteRuntime) -> Message:
@@ -100,7 +111,7 @@ def describe_site(message: Message, runtime: SiteRuntime) -> Message:
     metrics = {"train-slices": len(train), "test-slices": len(test),
                "train-volumes": volumes["train"], "test-volumes": volumes["test"]}
     info = {SITE: runtime.name, "device": str(runtime.device), "anatomy": runtime.cfg.sites[runtime.name].anatomy,
-            "simulated": runtime.simulated}
+            "simulated": runtime.simulated, **software_versions()}
     return metrics_reply(message, metrics, info=info, data=data_record(runtime.data_description()))
 
 

@@ -21,6 +21,7 @@ from fedforget.configs.compose import fingerprint
 from fedforget.configs.schema import FORGET, RETAIN, ExperimentConfig
 from fedforget.data.batches import BatchSource, stream_seed, unlearning_source
 from fedforget.data.datasets import CachedSliceDataset, PoisonedTargets, SliceSubset
+from fedforget.data.synthetic import prepare_synthetic_data
 from fedforget.data.sites import (
     SPLITS,
     marked_slices,
@@ -69,12 +70,27 @@ def resolve_site(node_config: dict[str, Any], cfg: ExperimentConfig) -> SiteIden
         return SiteIdentity(name, site_folders(cfg, name, Path(str(data_path))))
     if "partition-id" in node_config:
         index = int(node_config["partition-id"])
-        if not 0 <= index < len(cfg.site_names):
-            raise SiteError(f"partition-{index}", f"simulation has more nodes than the {len(cfg.site_names)} "
-                                                  f"sites of experiment {cfg.name!r}")
+        _check_supernode_count(int(node_config.get("num-partitions", len(cfg.site_names))), index, cfg)
         name = cfg.site_names[index]
         return SiteIdentity(name, site_folders(cfg, name))
     raise SiteError("unknown", "node config has neither 'site' (deployment) nor 'partition-id' (simulation)")
+
+
+def _check_supernode_count(nodes: int, index: int, cfg: ExperimentConfig) -> None:
+    """A simulation needs one SuperNode per site (Flower's local federation starts 2 unless told otherwise)."""
+    sites = len(cfg.site_names)
+    if nodes != sites or not 0 <= index < sites:
+        raise SiteError(f"partition-{index}", supernode_count_advice(nodes, cfg))
+
+
+def supernode_count_advice(nodes: int, cfg: ExperimentConfig) -> str:
+    """What to type when a simulation's SuperNode count differs from the experiment's sites."""
+    sites = len(cfg.site_names)
+    return (f"the simulation has {nodes} SuperNodes but experiment {cfg.name!r} has {sites} sites "
+            f"({', '.join(cfg.site_names[:6])}{', ...' if sites > 6 else ''}): one SuperNode per site is needed. "
+            f"Run `flwr run . --federation-config \"num-supernodes={sites}\"`, or set it for every run with "
+            f"`flwr federation simulation-config --num-supernodes {sites}` (or use `fedforget run`, which sizes "
+            f"the simulation itself)")
 
 
 class SiteRuntime:
@@ -247,6 +263,9 @@ _RUNTIMES: dict[tuple[str, str], SiteRuntime] = {}
 def runtime_for(cfg: ExperimentConfig, node_config: dict[str, Any]) -> SiteRuntime:
     """This process's runtime for the node's site (built once, then reused)."""
     identity = resolve_site(node_config, cfg)
+    if cfg.data.kind == "synthetic" and "partition-id" in node_config:
+        # A simulated site on another machine of a Ray cluster writes its own phantoms (deterministic).
+        prepare_synthetic_data(cfg, names=[identity.name])
     key = (fingerprint({"cfg": repr(cfg), "folders": {k: str(v) for k, v in identity.folders.items()}}),
            identity.name)
     if key not in _RUNTIMES:

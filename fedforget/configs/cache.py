@@ -16,6 +16,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 import typing
 from pathlib import Path
 from typing import Any
@@ -42,9 +43,20 @@ def config_code_fingerprint() -> str:
     return _CODE_FINGERPRINT[0]
 
 
+def user_config_fingerprint(overrides: str) -> str:
+    """A hash of the YAML files in the users' config folders that ``overrides`` adds to Hydra's search path
+    (``--config-dir``): editing one of them must not return the experiment composed before the edit."""
+    digest = hashlib.sha256()
+    for folder in re.findall(r"file://([^\],\s]+)", overrides):
+        for path in sorted(Path(folder).rglob("*.yaml")):
+            with contextlib.suppress(OSError):
+                digest.update(str(path).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:20]
+
+
 def composed_path(experiment: str, overrides: str) -> Path:
     """The cache file of ``experiment`` composed with the run config's ``overrides`` string."""
-    key = json.dumps([experiment, overrides, config_code_fingerprint()])
+    key = json.dumps([experiment, overrides, config_code_fingerprint(), user_config_fingerprint(overrides)])
     return cache_root() / "composed" / f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.json"
 
 

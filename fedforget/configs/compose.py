@@ -10,10 +10,12 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fedforget.configs.cache import read_composed, write_composed
-from fedforget.configs.schema import HISTORY_EVERY, METHOD_GROUPS, METHOD_NAMES, ExperimentConfig
+from fedforget.configs.schema import HISTORY_EVERY, METHOD_GROUPS, METHOD_NAMES, ExperimentConfig, path_keys
+from fedforget.configs.workspace import default_cache_dir, workspace_root
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
@@ -58,29 +60,62 @@ def split_overrides(text: str) -> list[str]:
 def compose_config(experiment: str, overrides: Sequence[str] = ()) -> DictConfig:
     """Compose ``experiment=<name>`` plus overrides into a resolved, typed DictConfig.
 
+    A generated site list (``generated_sites``) and sites added with ``+sites.<name>={...}``
+    become ``sites`` entries here (``fedforget.configs.site_lists``).
+
     Raises:
         ConfigError: unknown experiment or group option, unknown key, or a type mismatch,
             with Hydra's own message.
     """
-    all_overrides = [f"experiment={experiment}", *overrides]
+    from omegaconf import open_dict
+
+    from fedforget.configs.site_lists import generated_sites, split_site_additions
+
     compose, initialize_config_module, errors = _hydra()
     try:
+        hydra_overrides, additions = split_site_additions(overrides)
         with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
-            cfg = compose(config_name=PRIMARY_CONFIG, overrides=all_overrides)
-    except errors as err:
-        raise ConfigError(f"cannot compose experiment {experiment!r} with {list(overrides)}: {err}") from err
+            cfg = compose(config_name=PRIMARY_CONFIG, overrides=[f"experiment={experiment}", *hydra_overrides])
+        with open_dict(cfg):
+            if cfg.generated_sites.brain + cfg.generated_sites.knee > 0:
+                spec = to_object(cfg.generated_sites)
+                cfg.sites.merge_with(generated_sites(spec, cfg.data.kind))
+            for name, entry in additions:
+                cfg.sites.merge_with({name: entry})
+    except (ValueError, *errors) as err:
+        raise ConfigError(f"cannot compose experiment {experiment!r} with {list(overrides)}: "
+                          f"{_reason(err)}") from err
     return cfg
+
+
+def _reason(err: BaseException) -> str:
+    """Hydra's message, with OmegaConf's underlying one when Hydra's says only which override failed."""
+    cause = err.__cause__
+    if cause is not None and str(err).startswith("Error merging override"):
+        return f"{err}: {str(cause).splitlines()[0]}"
+    return str(err)
+
+
+def to_object(node: Any) -> Any:
+    """A config node as its dataclass (running its checks)."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_object(node)
 
 
 def declared_sweep(experiment: str, overrides: Sequence[str] = ()) -> list[str]:
     """The sweep an experiment declares in Hydra's ``hydra.sweeper.params``, as ``key=a,b,c`` overrides."""
+    from fedforget.configs.site_lists import split_site_additions
+
     compose, initialize_config_module, errors = _hydra()
     try:
+        hydra_overrides = split_site_additions(overrides)[0]
         with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
-            cfg = compose(config_name=PRIMARY_CONFIG, overrides=[f"experiment={experiment}", *overrides],
+            cfg = compose(config_name=PRIMARY_CONFIG, overrides=[f"experiment={experiment}", *hydra_overrides],
                           return_hydra_config=True)
-    except errors as err:
-        raise ConfigError(f"cannot compose experiment {experiment!r} with {list(overrides)}: {err}") from err
+    except (ValueError, *errors) as err:
+        raise ConfigError(f"cannot compose experiment {experiment!r} with {list(overrides)}: "
+                          f"{_reason(err)}") from err
     params = cfg.hydra.sweeper.get("params") or {}
     return [f"{key}={value}" for key, value in params.items()]
 
@@ -165,23 +200,75 @@ RUN_CONFIG_KEYS = ("experiment", "overrides", "output-dir")
 _FROM_RUN_CONFIG: dict[tuple[str, str], ExperimentConfig] = {}
 
 
+def config_dir_override(folder: Path) -> str:
+    """The override that puts a user's config folder (``experiment/``, ``sites/``, ... inside) on Hydra's
+    search path, next to the package's own groups.
+
+    Raises:
+        ConfigError: the folder does not exist.
+    """
+    folder = folder.expanduser().resolve()
+    if not folder.is_dir():
+        raise ConfigError(f"--config-dir {folder}: no such folder (expected a folder holding experiment/*.yaml, "
+                          f"sites/*.yaml, ... like fedforget/configs)")
+    return f"hydra.searchpath=[file://{folder}]"
+
+
+def default_path_overrides(overrides: Sequence[str]) -> list[str]:
+    """``overrides`` plus the workspace's model cache (``<workspace>/outputs/.cache``) unless one is given."""
+    if any(text.split("=", 1)[0].lstrip("+") == "cache_dir" for text in overrides):
+        return list(overrides)
+    return [*overrides, f"cache_dir={default_cache_dir()}"]
+
+
+def anchor_paths(cfg: ExperimentConfig) -> ExperimentConfig:
+    """A relative synthetic ``data.root`` moves into the workspace; any other relative path is refused.
+
+    Flower starts the app's processes in no particular folder, so a relative path would mean a
+    different folder to the ServerApp and to each ClientApp (``fedforget run`` makes paths
+    absolute against the folder it was started in before Flower sees them).
+
+    Raises:
+        ConfigError: a path key holds a relative path (the message names the key).
+    """
+    if cfg.data.kind == "synthetic" and not Path(cfg.data.root).is_absolute():
+        cfg.data.root = str(workspace_root() / cfg.data.root)
+    for key in path_keys():
+        value = str(_dotted(cfg, key))
+        if value and not Path(value).expanduser().is_absolute():
+            raise ConfigError(f"config value {key}={value!r} is a relative path, but `flwr run` starts the app in no "
+                              f"particular folder: give an absolute path, or run through `fedforget run`, which "
+                              f"resolves it against the folder you start it in")
+    return cfg
+
+
+def _dotted(cfg: Any, key: str) -> Any:
+    for part in key.split("."):
+        cfg = getattr(cfg, part)
+    return cfg
+
+
 def load_from_run_config(run_config: dict[str, Any]) -> ExperimentConfig:
     """The experiment named by a Flower run config (``experiment`` + ``overrides``).
 
     Server and sites compose the same experiment from the same run config, so no
     config needs to travel in messages. Remembered per process and on disk (see
     ``fedforget.configs.cache``): a fresh process skips Hydra when this machine
-    composed the same run config with the same config files before.
+    composed the same run config with the same config files before. Paths the run config
+    leaves out default into the workspace (``fedforget.configs.workspace``), so a plain
+    ``flwr run .`` writes where ``fedforget run`` does.
     """
     missing = [key for key in ("experiment", "overrides") if key not in run_config]
     if missing:
         raise ConfigError(f"Flower run config lacks {missing}: expected keys {list(RUN_CONFIG_KEYS)} "
                           "(see [tool.flwr.app.config] in pyproject.toml)")
-    key = (str(run_config["experiment"]), str(run_config["overrides"]))
+    experiment = str(run_config["experiment"])
+    overrides = default_path_overrides(split_overrides(str(run_config["overrides"])))
+    key = (experiment, " ".join(overrides))
     if key not in _FROM_RUN_CONFIG:
         cfg = read_composed(*key)
         if cfg is None:
-            cfg = load_experiment(key[0], split_overrides(key[1]))
+            cfg = load_experiment(experiment, overrides)
             write_composed(*key, cfg)
-        _FROM_RUN_CONFIG[key] = cfg
+        _FROM_RUN_CONFIG[key] = anchor_paths(cfg)
     return _FROM_RUN_CONFIG[key]

@@ -151,6 +151,46 @@ class SiteConfig:
         return self.test_volumes_from, self.test_volumes
 
 
+SITE_SPLITS = ("equal", "skewed")
+
+
+@dataclass
+class GeneratedSitesConfig:
+    """A generated site list (``sites=generated``): ``brain`` + ``knee`` hospitals named
+    ``brain-0 .. brain-(n-1)``, ``knee-0 ..`` (so ``unlearning.forget_site=knee-0`` still names one).
+
+    ``split=equal``: every site holds ``train_volumes`` training volumes. ``split=skewed``: a
+    site's count is drawn log-normally around ``train_volumes`` (sigma ``skew``, at least 1,
+    seeded by ``seed``), the quantity skew of federated benchmarks. Synthetic sites get seeds
+    ``seed + 10 * i``; real sites (``data.kind=fastmri``) take consecutive, disjoint volume
+    ranges of their anatomy's ``*_train_dir`` / ``*_test_dir`` under ``data.root``.
+    """
+
+    brain: int = 0
+    knee: int = 0
+    train_volumes: int = 2
+    test_volumes: int = 1
+    split: str = "equal"
+    skew: float = 0.5
+    seed: int = 1000
+    brain_train_dir: str = "brain/multicoil_train"
+    brain_test_dir: str = "brain/multicoil_val"
+    knee_train_dir: str = "knee/multicoil_train"
+    knee_test_dir: str = "knee/multicoil_val"
+
+    def __post_init__(self) -> None:
+        _require(self.brain >= 0 and self.knee >= 0, "generated_sites.brain/knee", (self.brain, self.knee),
+                 "site counts >= 0")
+        _require(self.train_volumes >= 1, "generated_sites.train_volumes", self.train_volumes, ">= 1")
+        _require(self.test_volumes >= 1, "generated_sites.test_volumes", self.test_volumes, ">= 1")
+        _require(self.split in SITE_SPLITS, "generated_sites.split", self.split, f"one of {SITE_SPLITS}")
+        _require(self.skew >= 0, "generated_sites.skew", self.skew, ">= 0")
+
+    @property
+    def active(self) -> bool:
+        return self.brain + self.knee > 0
+
+
 SHAPE_KEYS = ("num_cascades", "chans", "pools", "sens_chans", "sens_pools")
 # The one place model shapes live (fedforget.recon.models.PRESETS is built from it).
 MODEL_PRESETS: dict[str, dict[str, int]] = {
@@ -606,6 +646,7 @@ class ExperimentConfig:
     cache_dir: str = field(default="", metadata=PATH)
     data: DataConfig = field(default_factory=DataConfig)
     sites: Dict[str, SiteConfig] = field(default_factory=dict)
+    generated_sites: GeneratedSitesConfig = field(default_factory=GeneratedSitesConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     federation: FederationConfig = field(default_factory=FederationConfig)
     unlearning: UnlearningConfig = field(default_factory=UnlearningConfig)

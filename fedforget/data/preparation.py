@@ -6,7 +6,9 @@ names the site and the file, not minutes later inside a Flower node.
 
 from __future__ import annotations
 
+import multiprocessing
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from fedforget.configs.compose import ConfigError, fingerprint, to_plain
@@ -93,3 +95,34 @@ def prepare_data(cfg: ExperimentConfig, log: Callable[[str], None] = lambda _: N
         log(f"fedforget: site {name}: {splits['train']} training and {splits['test']} test volumes checked "
             f"under {Path(cfg.data.root)}")
     return poisoned_real_copy(cfg, log) if cfg.poison.active else []
+
+
+def _write_in_fresh_process(cfg: ExperimentConfig, log: Callable[[str], None]) -> None:
+    """Write the synthetic sites in a fresh (spawned) process, then check them here.
+
+    Inside Flower's simulation process (Ray, gRPC and Flower threads running) writing the demo's
+    sites stopped with every thread waiting on a lock, and the SuperLink failed the run after
+    60 s without a heartbeat; the same writer in a process of its own takes 13 s.
+    """
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        for folder in pool.submit(prepare_synthetic_data, cfg).result():
+            log(f"fedforget: synthetic site ready at {folder}")
+    check_synthetic_data(cfg)
+
+
+def prepare_inside_run(cfg: ExperimentConfig, log: Callable[[str], None] = lambda _: None) -> None:
+    """What the ServerApp makes ready itself, for a run started by plain ``flwr run .`` (``fedforget run``
+    has done it already, so this finds everything in place): the synthetic sites are written when missing.
+
+    Raises:
+        ConfigError: poison on real data, which needs a poisoned copy that only ``fedforget run`` can
+            point every site at (the copy's folders are overrides of the run config).
+    """
+    if cfg.data.kind == "synthetic":
+        _write_in_fresh_process(cfg, log)
+        return
+    if cfg.poison.active and cfg.cache_dir and Path(cfg.cache_dir) / "poisoned" not in \
+            Path(cfg.sites[cfg.poison.site].train_dir).parents:
+        raise ConfigError(f"poison.kind={cfg.poison.kind} on real data needs a poisoned copy of site "
+                          f"{cfg.poison.site}'s files, and the sites must be pointed at it before the run starts: "
+                          f"start it with `fedforget run`, not `flwr run`")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -65,7 +65,8 @@ def _writer_lock(folder: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def prepare_synthetic_data(cfg: ExperimentConfig, log: Callable[[str], None] = lambda _: None) -> list[Path]:
+def prepare_synthetic_data(cfg: ExperimentConfig, log: Callable[[str], None] = lambda _: None,
+                           names: Sequence[str] | None = None) -> list[Path]:
     """Write every site's phantom volumes under ``data.root/<site>-<fingerprint>`` unless they are there,
     then corrupt the poisoned site's training targets (idempotent: done once per spec).
 
@@ -77,7 +78,7 @@ def prepare_synthetic_data(cfg: ExperimentConfig, log: Callable[[str], None] = l
     from fedforget.recon.synth import ensure_synthetic_site
 
     folders = []
-    for name in cfg.site_names:
+    for name in cfg.site_names if names is None else names:
         folder = synthetic_site_dir(cfg, name)
         spec = site_spec(cfg, name)
         with _writer_lock(folder):

@@ -16,6 +16,7 @@ import yaml
 
 from fedforget.configs.compose import ConfigError, declared_sweep, load_experiment, to_plain
 from fedforget.configs.schema import ExperimentConfig, path_keys
+from fedforget.configs.workspace import default_cache_dir, outputs_dir, workspace_root
 from fedforget.data.preparation import DataError, prepare_data
 from fedforget.launch.flower import flwr_run, run_status, simulation_superlink, stage_app, write_run_config
 from fedforget.launch.outcome import describe_missing, read_outcome
@@ -127,18 +128,18 @@ def absolute_overrides(overrides: Sequence[str], defaults: dict[str, Path]) -> l
     return result
 
 
-def _default_paths(experiment: str, overrides: Sequence[str]) -> dict[str, Path]:
-    root = project_dir()
-    defaults = {"cache_dir": root / "outputs" / ".cache"}
+def default_paths(experiment: str, overrides: Sequence[str]) -> dict[str, Path]:
+    """Where a run writes unless told: the workspace's model cache and, for synthetic data, its sites."""
+    defaults = {"cache_dir": default_cache_dir()}
     probe = load_experiment(experiment, _plain_overrides(overrides))
     if probe.data.kind == "synthetic" and not Path(probe.data.root).is_absolute():
-        defaults["data.root"] = root / probe.data.root
+        defaults["data.root"] = workspace_root() / probe.data.root
     return defaults
 
 
 def default_output_dir(experiment: str, plain_config: dict[str, Any], fresh: bool) -> Path:
     """``outputs/<experiment>-<timestamp>``, or the unfinished run of the same config (to resume it)."""
-    outputs = project_dir() / "outputs"
+    outputs = outputs_dir()
     if not fresh:
         for candidate in sorted(outputs.glob(f"{experiment}-*"), reverse=True):
             if _is_resumable(candidate, plain_config):
@@ -173,7 +174,7 @@ def check_checkpoint(cfg: ExperimentConfig) -> None:
 
 def prepare(request: RunRequest) -> tuple[ExperimentConfig, list[str], Path]:
     """Validate the config (before anything starts), write synthetic data, pick the run folder."""
-    overrides = absolute_overrides(request.overrides, _default_paths(request.experiment, request.overrides))
+    overrides = absolute_overrides(request.overrides, default_paths(request.experiment, request.overrides))
     cfg = load_experiment(request.experiment, overrides)
     try:
         check_checkpoint(cfg)
@@ -273,8 +274,7 @@ def run_all(request: RunRequest, multirun: bool) -> list[Path]:
     if not (multirun or declared):
         return [execute(request)]
     jobs = expand_sweeps([*declared, *request.overrides])
-    base = request.output_dir or (project_dir() / "outputs" /
-                                  f"{request.experiment}-multirun-{dt.datetime.now():%Y%m%d-%H%M%S}")
+    base = request.output_dir or outputs_dir() / f"{request.experiment}-multirun-{dt.datetime.now():%Y%m%d-%H%M%S}"
     folders, incomplete = [], []
     for number, job in enumerate(jobs):
         print(f"fedforget: multirun job {number}: {' '.join(job)}", flush=True)

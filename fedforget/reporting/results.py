@@ -39,7 +39,7 @@ def site_section(cfg: ExperimentConfig, infos: Mapping[str, SiteInfo]) -> dict[s
     return {name: {"anatomy": cfg.sites[name].anatomy, "role": FORGET if name == forget else RETAIN,
                    "poisoned": cfg.is_poisoned(name), "train_slices": info.train_slices,
                    "test_slices": info.test_slices, "train_volumes": info.train_volumes,
-                   "test_volumes": info.test_volumes, "device": info.device}
+                   "test_volumes": info.test_volumes, "device": info.device, "runtime": dict(info.runtime)}
             for name, info in infos.items()}
 
 

@@ -9,15 +9,20 @@ as failed too (``fedforget run`` checks both).
 from __future__ import annotations
 
 import copy
+import datetime as dt
 from collections.abc import Callable
+from logging import INFO
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from flwr.app import Context
+from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
 
 from fedforget.configs.compose import load_from_run_config, to_plain
 from fedforget.configs.schema import ExperimentConfig
+from fedforget.configs.workspace import outputs_dir
+from fedforget.data.preparation import prepare_inside_run
 from fedforget.recon.atomic import atomic_write_json
 from fedforget.reporting.pictures import render_figures
 from fedforget.reporting.progress import FINAL_EVALUATION
@@ -57,9 +62,10 @@ app = ServerApp()
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     run_config = dict(context.run_config)
-    run = RunFolder(_output_dir(run_config))
+    run = RunFolder(_output_dir(run_config, context.run_id))
     try:
         cfg = load_from_run_config(run_config)
+        prepare_inside_run(cfg, log=lambda line: log(INFO, line))
         run.events = run.previous_events()
         run.set_status("running")
         run.write_config(to_plain(cfg))
@@ -70,12 +76,15 @@ def main(grid: Grid, context: Context) -> None:
         raise
 
 
-def _output_dir(run_config: dict[str, Any]) -> Path:
+def _output_dir(run_config: dict[str, Any], run_id: int) -> Path:
+    """The run folder: the run config's ``output-dir``, else ``<workspace>/outputs/<experiment>-<time>-run<id>``."""
     raw = str(run_config.get("output-dir", "")).strip()
-    if not raw:
-        raise ValueError("run config output-dir is empty: run through `fedforget run`, or pass "
-                         "--run-config 'output-dir=\"/absolute/path\"' to flwr run")
-    return Path(raw).expanduser()
+    if raw:
+        return Path(raw).expanduser()
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    folder = outputs_dir() / f"{run_config.get('experiment', 'run')}-{stamp}-run{run_id}"
+    log(INFO, "fedforget: run folder %s (set it with --run-config 'output-dir=\"/absolute/path\"')", folder)
+    return folder
 
 
 def execute(grid: Grid, cfg: ExperimentConfig, run: RunFolder, cache_dir: Path | None) -> None:

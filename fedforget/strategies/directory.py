@@ -22,6 +22,8 @@ from fedforget.strategies.protocol import (
 )
 
 DISCOVERY = "discover"
+# What each site reports about the software it runs on (results.json sites.<site>.runtime).
+RUNTIME_KEYS = ("python", "torch", "fedforget", "flwr")
 
 
 @dataclass(frozen=True)
@@ -38,16 +40,12 @@ class SiteInfo:
     test_volumes: int
     simulated: bool = False
     data: dict[str, Any] = field(default_factory=dict, compare=False)
+    runtime: dict[str, str] = field(default_factory=dict, compare=False)
 
 
-def wait_for_nodes(grid: Grid, count: int, timeout: float) -> list[int]:
-    """Node ids once ``count`` nodes are connected (deployed sites may join late)."""
-    deadline = time.monotonic() + timeout
-    while len(nodes := list(grid.get_node_ids())) < count:
-        if time.monotonic() > deadline:
-            raise SiteError("federation", f"only {len(nodes)} of {count} site nodes connected within {timeout:.0f} s")
-        time.sleep(0.5)
-    return nodes
+# Nodes that connected this long before the rest are asked at once: in a simulation every SuperNode is
+# there from the start, so a wrong SuperNode count is reported by the first answer, not after timeout_s.
+EARLY_ASK_S = 2.0
 
 
 def discover_sites(grid: Grid, cfg: ExperimentConfig, timeout: float,
@@ -55,19 +53,42 @@ def discover_sites(grid: Grid, cfg: ExperimentConfig, timeout: float,
     """Ask every connected node which site it is; every configured site must answer exactly once.
 
     Each site also describes the files it uses (names, sizes, SHA-256, volume ranges): in a
-    deployment only the site can read them.
+    deployment only the site can read them. Nodes are asked as they connect (deployed sites
+    may join late); a node's answer is never asked for twice.
 
     Raises:
         SiteDataError: a site's data is not usable.
-        SiteError: a node failed otherwise (unknown site, unavailable), two nodes claim one
-            site, or a configured site never answered.
+        SiteError: a node failed otherwise (unknown site, unavailable, a simulation with another
+            SuperNode count than sites), two nodes claim one site, or a configured site never answered.
     """
-    nodes = wait_for_nodes(grid, len(cfg.sites), timeout)
+    started = time.monotonic()
+    found: dict[str, SiteInfo] = {}
+    asked: set[int] = set()
+    while len(found) < len(cfg.sites):
+        nodes = [node for node in grid.get_node_ids() if node not in asked]
+        waited = time.monotonic() - started
+        if nodes and (len(asked) + len(nodes) >= len(cfg.sites) or waited > EARLY_ASK_S):
+            _ask(grid, nodes, timeout, ledger, found)
+            asked.update(nodes)
+            continue
+        if waited > timeout:
+            raise SiteError("federation", f"only {len(asked) + len(nodes)} of {len(cfg.sites)} site nodes "
+                                          f"connected within {timeout:.0f} s")
+        time.sleep(0.5)
+    missing = [name for name in cfg.site_names if name not in found]
+    if missing:
+        raise SiteError(missing[0], f"configured site(s) {missing} did not answer the site query")
+    return {name: found[name] for name in cfg.site_names}
+
+
+def _ask(grid: Grid, nodes: list[int], timeout: float, ledger: Ledger | None, found: dict[str, SiteInfo]) -> None:
+    """Send the site query to ``nodes`` and record each answer in ``found`` (raising on the first failure)."""
     messages = [Message(RecordDict({CONFIG: ConfigRecord({"purpose": "discover"})}), message_type=SITE_QUERY,
                         dst_node_id=node) for node in nodes]
     sent = {message.metadata.dst_node_id: message for message in messages}
-    found: dict[str, SiteInfo] = {}
-    for answer in send_and_receive(grid, messages, timeout):
+    answers = send_and_receive(grid, messages, timeout)
+    silent = sorted(set(sent) - {answer.metadata.src_node_id for answer in answers})
+    for answer in answers:
         node = answer.metadata.src_node_id
         failure = None if answer.has_error() else reply_failure(answer.content, f"node-{node}")
         name = _claimed_site(answer, failure)
@@ -78,18 +99,21 @@ def discover_sites(grid: Grid, cfg: ExperimentConfig, timeout: float,
             raise SiteError(name, _flower_reason(answer.error.reason))
         if failure is not None:
             raise failure.fatal() or SiteError(failure.site, failure.reason)
-        info, metrics = answer.content.config_records["info"], answer.content.metric_records[METRICS]
         if name in found:
             raise SiteError(name, f"nodes {found[name].node_id} and {node} both claim to be site {name}")
-        found[name] = SiteInfo(name, node, str(info["anatomy"]), str(info["device"]),
-                               int(metrics["train-slices"]), int(metrics["test-slices"]),
-                               int(metrics["train-volumes"]), int(metrics["test-volumes"]),
-                               bool(info.get("simulated", False)),
-                               data_description(answer.content.config_records["data"]))
-    missing = [name for name in cfg.site_names if name not in found]
-    if missing:
-        raise SiteError(missing[0], f"configured site(s) {missing} did not answer the site query")
-    return {name: found[name] for name in cfg.site_names}
+        found[name] = _site_info(name, node, answer)
+    if silent:
+        raise SiteError("federation", f"node(s) {silent} did not answer the site query within {timeout:.0f} s")
+
+
+def _site_info(name: str, node: int, answer: Message) -> SiteInfo:
+    info, metrics = answer.content.config_records["info"], answer.content.metric_records[METRICS]
+    return SiteInfo(name, node, str(info["anatomy"]), str(info["device"]),
+                    int(metrics["train-slices"]), int(metrics["test-slices"]),
+                    int(metrics["train-volumes"]), int(metrics["test-volumes"]),
+                    bool(info.get("simulated", False)),
+                    data_description(answer.content.config_records["data"]),
+                    runtime={key: str(info[key]) for key in RUNTIME_KEYS if key in info})
 
 
 def _claimed_site(answer: Message, failure: SiteFailure | None) -> str:
