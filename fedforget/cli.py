@@ -10,6 +10,7 @@ and ``fedforget evaluate CHECKPOINT DIR`` work on a user's own fastMRI folders.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -34,6 +35,8 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
     run.add_argument("-m", "--multirun", action="store_true", help="sweep comma-separated override values")
     run.add_argument("--federation-config", help="Flower simulation config, e.g. 'num-supernodes=4 "
                                                  "client-resources-num-gpus=0.25'")
+    run.add_argument("--ray-address", help="run the simulation's ClientApps on an existing Ray cluster "
+                                           "(`ray start --head` prints it, e.g. 10.0.0.1:6379); sets RAY_ADDRESS")
     run.add_argument("--fresh", action="store_true", help="never resume an unfinished run of the same config")
     run.add_argument("--verbose", action="store_true", help="also print Flower's own log (always in <run>/flwr.log)")
 
@@ -75,6 +78,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except ConfigError as err:
         print(f"fedforget: invalid configuration: {err}", file=sys.stderr)
         return EXIT_CONFIG
+    if args.ray_address:
+        # Flower 1.42's federation config has no address; Ray's ray.init() reads RAY_ADDRESS, and the SuperLink
+        # that runs the simulation inherits this environment.
+        os.environ["RAY_ADDRESS"] = args.ray_address
     request = RunRequest(experiment, overrides, args.output_dir, args.federation_config, args.fresh,
                          verbose=args.verbose)
     try:
