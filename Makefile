@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.fedforget-installed
 CONSTRAINTS := constraints/cpu.txt
 
-.PHONY: setup demo test bench clean-outputs
+.PHONY: setup demo test test-fast bench docs clean-outputs
 
 setup: $(STAMP)
 
@@ -25,6 +25,14 @@ demo: setup
 # and waiting on polls, which the other worker's tests fill (measured in the README, "Performance").
 test: setup
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=15
+
+# The edit-test loop: everything but the tests marked slow (real Flower runs and deployments).
+test-fast: setup
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile -m "not slow"
+
+# Every measured page under docs/ from bench/results/ (tests/test_docs.py fails when one is stale).
+docs: setup
+	$(BIN)/python -m bench.docs
 
 bench: setup
 	$(BIN)/python -m bench.run_all

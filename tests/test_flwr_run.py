@@ -85,6 +85,10 @@ def test_too_few_supernodes_fail_at_once_naming_the_command_that_fixes_it(flower
     reason = json.loads((folder / "status.json").read_text())["reason"]
     assert "the simulation has 2 SuperNodes but experiment 'smoke' has 3 sites" in reason
     assert "flwr federation simulation-config --num-supernodes 3" in reason
+    # The advice works: the same run, one SuperNode per site.
+    fixed = flwr("run", ".", "--stream", "--federation-config", "num-supernodes=3", "--run-config",
+                 'experiment="smoke" overrides="sites=brain2_knee1 unlearning.methods=[ft]"')
+    assert _runs(flwr)[_run_id(fixed.stdout)]["status"] == "finished:completed", fixed.stdout[-3000:]
 
 
 def test_flwr_stop_ends_a_running_run(flower_user) -> None:
