@@ -14,7 +14,7 @@ from pathlib import Path
 from fedforget.configs.compose import ConfigError, fingerprint, to_plain
 from fedforget.configs.schema import ExperimentConfig
 from fedforget.data.sites import SPLITS, SiteSplit, site_split
-from fedforget.data.synthetic import poison_spec, prepare_synthetic_data
+from fedforget.data.synthetic import poison_spec, prepare_synthetic_data, synthetic_sites_written
 from fedforget.recon.hdf5io import DataFileError
 from fedforget.recon.poison import poison_site
 
@@ -97,17 +97,24 @@ def prepare_data(cfg: ExperimentConfig, log: Callable[[str], None] = lambda _: N
     return poisoned_real_copy(cfg, log) if cfg.poison.active else []
 
 
+def _write_and_check(cfg: ExperimentConfig) -> list[Path]:
+    folders = prepare_synthetic_data(cfg)
+    check_synthetic_data(cfg)
+    return folders
+
+
 def _write_in_fresh_process(cfg: ExperimentConfig, log: Callable[[str], None]) -> None:
-    """Write the synthetic sites in a fresh (spawned) process, then check them here.
+    """Write and check the synthetic sites in a fresh (spawned) process.
 
     Inside Flower's simulation process (Ray, gRPC and Flower threads running) writing the demo's
     sites stopped with every thread waiting on a lock, and the SuperLink failed the run after
     60 s without a heartbeat; the same writer in a process of its own takes 13 s.
     """
+    if synthetic_sites_written(cfg):
+        return
     with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        for folder in pool.submit(prepare_synthetic_data, cfg).result():
+        for folder in pool.submit(_write_and_check, cfg).result():
             log(f"fedforget: synthetic site ready at {folder}")
-    check_synthetic_data(cfg)
 
 
 def prepare_inside_run(cfg: ExperimentConfig, log: Callable[[str], None] = lambda _: None) -> None:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from fedforget.configs.compose import ConfigError
 from fedforget.configs.schema import ExperimentConfig
-from fedforget.recon.poison import PoisonSpec, poison_site
+from fedforget.recon.poison import MANIFEST_FILE, PoisonSpec, poison_site
 
 if TYPE_CHECKING:  # the phantom writer (and scipy) only when data is written, not when a site's folder is named
     from fedforget.recon.synth import SynthSpec
@@ -63,6 +63,19 @@ def _writer_lock(folder: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def synthetic_sites_written(cfg: ExperimentConfig) -> bool:
+    """Whether every site is written as specified and the poisoned one poisoned (spec files only, no volume read)."""
+    from fedforget.recon.synth import is_current
+
+    for name in cfg.site_names:
+        folder = synthetic_site_dir(cfg, name)
+        if not is_current(folder, site_spec(cfg, name)):
+            return False
+        if cfg.is_poisoned(name) and not (folder / MANIFEST_FILE).is_file():
+            return False
+    return True
 
 
 def prepare_synthetic_data(cfg: ExperimentConfig, log: Callable[[str], None] = lambda _: None,

@@ -287,7 +287,8 @@ def write_synthetic_site(site_dir: Path, spec: SynthSpec) -> None:
             shutil.rmtree(build, ignore_errors=True)
 
 
-def _is_current(site_dir: Path, spec: SynthSpec) -> bool:
+def is_current(site_dir: Path, spec: SynthSpec) -> bool:
+    """Whether ``site_dir`` holds ``spec``'s site: its ``synth.json`` fingerprint and every file (nothing is read)."""
     try:
         record = json.loads((site_dir / _SPEC_FILE).read_text())
     except (OSError, ValueError):
@@ -313,7 +314,7 @@ def ensure_synthetic_site(site_dir: Path, spec: SynthSpec) -> bool:
         (``synth.json`` has the spec's fingerprint and every file exists).
     """
     site_dir = Path(site_dir)
-    if _is_current(site_dir, spec):
+    if is_current(site_dir, spec):
         return False
     write_synthetic_site(site_dir, spec)
     return True
