@@ -129,6 +129,18 @@ def _cache_key(cfg: ExperimentConfig) -> str:
     return training_fingerprint(cfg, cfg.site_names, training_data(infos, cfg.site_names))
 
 
+def test_a_site_reports_the_seconds_it_spent_reading_its_slices_as_a_number(tmp_path: Path) -> None:
+    """The trace's handler_end event carries it (bench/deployment.py reads it as data_read)."""
+    cfg = load_experiment("smoke", [f"data.root={tmp_path}"])
+    prepare_synthetic_data(cfg)
+    runtime = SiteRuntime(cfg, resolve_site({"partition-id": 0}, cfg), simulated=False)
+    assert runtime.read_seconds == 0.0
+    train = runtime.split("train")
+    for index in range(len(train)):
+        train[index]
+    assert isinstance(runtime.read_seconds, float) and runtime.read_seconds > 0.0
+
+
 def test_model_cache_key_changes_with_the_training_data_not_with_a_touch(tmp_path: Path) -> None:
     cfg = load_experiment("smoke", [f"data.root={tmp_path}"])
     prepare_synthetic_data(cfg)

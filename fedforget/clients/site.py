@@ -187,6 +187,8 @@ class SiteRuntime:
                                        for split in SPLITS}
         description["poison_manifest_sha256"] = poison_manifest_sha256(self.identity.folders["train"])
         return description
+
+    @property
     def read_seconds(self) -> float:
         """Seconds this process spent reading the site's slices from their files."""
         return sum(split.read_seconds for split in self._splits.values())
