@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bench import data_path, deployment, federation_overhead, gpu, unlearning_cost
+from bench import data_path, deployment, federation_overhead, gpu, site_scaling, unlearning_cost
 
 
 def main() -> None:
@@ -10,6 +10,7 @@ def main() -> None:
     federation_overhead.main([])
     unlearning_cost.main([])
     deployment.main([])
+    site_scaling.main([])
     gpu.main([])
 
 
