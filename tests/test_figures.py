@@ -121,6 +121,27 @@ def partial(data: dict) -> dict:
 def test_method_comparison_chart(tmp_path, case):
     image = load(method_comparison_chart(tmp_path / "m.png", case))
     assert 600 <= image.shape[0] <= 1400 and 1000 <= image.shape[1] <= 2600
+    assert colour_share(image, BTA_BLUE) > 0.005  # the BTA bars are drawn, not only axes and labels
+
+
+BTA_BLUE = (0.122, 0.467, 0.706)  # matplotlib's tab:blue, the BTA bars
+
+
+def ink(image: np.ndarray) -> float:
+    """Fraction of the pixels that are not the white background."""
+    return float((image[..., :3] < 0.95).any(axis=-1).mean())
+
+
+def colour_share(image: np.ndarray, rgb: tuple[float, float, float]) -> float:
+    """Fraction of the pixels within 0.03 of ``rgb`` in every channel."""
+    return float((np.abs(image[..., :3] - np.asarray(rgb)) < 0.03).all(axis=-1).mean())
+
+
+def test_the_chart_grows_with_the_models_it_compares(tmp_path):
+    few = load(method_comparison_chart(tmp_path / "a" / "m.png", summary(["ft"], artifact=True)))
+    many = load(method_comparison_chart(tmp_path / "b" / "m.png", summary(
+        ["original", "oracle", "ft", "ga", "ga_l1", "ga_l1_ft", "nl", "nl_ft", "ssd"], artifact=True, std=True)))
+    assert many.shape[1] > few.shape[1]  # one group of bars per model, each as wide as before
 
 
 def test_method_comparison_chart_needs_a_model(tmp_path):
@@ -141,6 +162,8 @@ def test_sweep_curve(tmp_path):
     image = load(sweep_curve(tmp_path / "a" / "s.png", sweep_points(),
                              reference={"original": 31.0, "oracle": 32.5}))
     assert 400 <= image.shape[0] <= 900 and 1000 <= image.shape[1] <= 1800
+    bare = load(sweep_curve(tmp_path / "c" / "s.png", sweep_points(), reference={}))
+    assert ink(image) > ink(bare) > 0.02  # the curves, and the reference lines on top of them
     # One method, one fraction, one seed: a single point, still a figure.
     load(sweep_curve(tmp_path / "b" / "s.png", sweep_points(("ft",), (0.1,), 1)))
     # Two fractions, one seed each; reference with only the oracle.

@@ -97,8 +97,13 @@ def test_rich_view_draws_a_bar_per_phase(tmp_path: Path) -> None:
     assert "unlearning ft step 2/2: PSNR brain-0 21.23 dB" in text
 
 
-def test_without_a_terminal_the_view_is_plain() -> None:
+def test_the_view_follows_whether_the_output_is_a_terminal() -> None:
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
     assert isinstance(make_view(io.StringIO()), PlainView)
+    assert isinstance(make_view(Terminal()), RichView)
 
 
 def test_flower_lines_show_only_errors_unless_verbose() -> None:

@@ -19,7 +19,6 @@ from fedforget.recon.phantoms import (
     brain_tissue_maps,
     check_contrast,
     knee_slices,
-    knee_tissue_maps,
 )
 
 ALL_CONTRASTS = [(a, c) for a in sorted(CONTRASTS) for c in CONTRASTS[a]]
@@ -264,5 +263,13 @@ def test_bad_contrast_names_the_value_and_the_valid_ones(make, anatomy, contrast
     assert check_contrast(anatomy, DEFAULT_CONTRAST[anatomy]) == DEFAULT_CONTRAST[anatomy]
 
 
-def test_tissue_maps_match_both_anatomies():
-    assert TISSUE_MAPS == {"brain": brain_tissue_maps, "knee": knee_tissue_maps}
+@pytest.mark.parametrize("anatomy", ["brain", "knee"])
+def test_an_anatomys_tissue_maps_cover_its_phantom_and_nothing_else(anatomy):
+    """The maps of an anatomy are fractions in [0, 1] summing to at most 1, and they lie where its phantom's
+    magnitude is: bright inside the tissue, dark where no tissue is."""
+    maps = TISSUE_MAPS[anatomy](2, 48, 5)
+    assert set(maps) == set(TISSUES[anatomy])
+    total = sum(maps.values())
+    assert all(0 <= m.min() and m.max() <= 1 for m in maps.values()) and total.max() <= 1 + 1e-5
+    magnitude = np.abs(PHANTOMS[anatomy](2, 48, 5))
+    assert magnitude[total > 0.9].mean() > 5 * magnitude[total == 0].mean()

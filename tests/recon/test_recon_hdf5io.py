@@ -131,8 +131,13 @@ def test_missing_file(tmp_path):
         validate_volume(tmp_path / "nope.h5")
 
 
-def test_error_is_a_value_error():
-    assert issubclass(DataFileError, ValueError)
+def test_a_file_that_is_not_hdf5_is_refused_by_name_as_a_value_error(tmp_path):
+    """Callers that catch ValueError (the config and CLI layers) catch a bad data file too."""
+    path = tmp_path / "notes.h5"
+    path.write_bytes(b"not an HDF5 file")
+    with pytest.raises(ValueError, match="notes.h5") as err:
+        validate_volume(path)
+    assert isinstance(err.value, DataFileError)
 
 
 # --- real-dataset layouts must pass ----------------------------------------

@@ -12,8 +12,17 @@ from fastmri.data.subsample import (
 from fedforget.recon.masks import MASK_TYPES, make_mask_func
 
 
-def test_mask_types():
-    assert MASK_TYPES == ("equispaced_fraction", "equispaced", "random")
+@pytest.mark.parametrize("mask_type", MASK_TYPES)
+def test_every_listed_mask_type_samples_its_acceleration_and_the_centre(mask_type):
+    """Each name the config accepts builds a mask at 4x with the centre fully sampled."""
+    from fedforget.configs.schema import MASK_TYPES as CONFIG_MASK_TYPES
+
+    assert mask_type in CONFIG_MASK_TYPES  # a type the schema would refuse could never be used
+    mask, low = make_mask_func(mask_type, 4, 0.08)((1, 64, 128, 2), seed=(3,))
+    columns = mask.reshape(-1).numpy().astype(bool)
+    assert 0.18 <= columns.mean() <= 0.34  # about 1 / 4 of the columns
+    centre = slice(64 - low // 2, 64 + (low + 1) // 2)
+    assert low >= round(128 * 0.08) - 1 and columns[centre].all()
 
 
 @pytest.mark.parametrize(

@@ -25,8 +25,13 @@ def _high_frequency_fraction(volume: np.ndarray, cutoff: float) -> float:
     return float(power[:, radius > cutoff].sum() / power.sum())
 
 
-def test_registry():
-    assert PHANTOMS == {"brain": brain_slices, "knee": knee_slices}
+def test_every_anatomy_a_site_can_name_has_a_phantom_of_that_anatomy():
+    from fedforget.configs.schema import ANATOMIES as SITE_ANATOMIES
+
+    assert set(PHANTOMS) == set(SITE_ANATOMIES)
+    brain, knee = PHANTOMS["brain"](2, 48, 5), PHANTOMS["knee"](2, 48, 5)
+    assert np.array_equal(brain, brain_slices(2, 48, 5)) and np.array_equal(knee, knee_slices(2, 48, 5))
+    assert not np.allclose(np.abs(brain), np.abs(knee))
 
 
 @pytest.mark.parametrize("anatomy,contrast", ALL_CONTRASTS)
