@@ -113,13 +113,12 @@ def _with_config_dir(args: argparse.Namespace) -> list[str]:
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
-    from fedforget.configs.compose import load_experiment
     from fedforget.data.synthetic import prepare_synthetic_data
-    from fedforget.launch.runner import absolute_overrides, default_paths, split_experiment
+    from fedforget.launch.runner import load_for_launch, split_experiment
 
     try:
         experiment, overrides = split_experiment(_with_config_dir(args))
-        cfg = load_experiment(experiment, absolute_overrides(overrides, default_paths(experiment, overrides)))
+        cfg, _ = load_for_launch(experiment, overrides)
     except ConfigError as err:
         print(f"fedforget: invalid configuration: {err}", file=sys.stderr)
         return EXIT_CONFIG

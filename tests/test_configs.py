@@ -170,7 +170,7 @@ def test_every_path_field_is_made_absolute_before_flower_runs(tmp_path, monkeypa
 
     assert set(path_keys()) == {"cache_dir", "data.root", "unlearning.from_checkpoint", "unlearning.server_retain_root"}
     monkeypatch.chdir(tmp_path)
-    made = absolute_overrides([f"{key}=relative/{i}" for i, key in enumerate(path_keys())] + ["seed=3"], {})
+    made = absolute_overrides([f"{key}=relative/{i}" for i, key in enumerate(path_keys())] + ["seed=3"])
     assert made[-1] == "seed=3"
     for i, override in enumerate(made[:-1]):
         assert override.split("=", 1)[1] == str(tmp_path / "relative" / str(i))

@@ -265,11 +265,11 @@ _RUNTIMES: dict[tuple[str, str], SiteRuntime] = {}
 def runtime_for(cfg: ExperimentConfig, node_config: dict[str, Any]) -> SiteRuntime:
     """This process's runtime for the node's site (built once, then reused)."""
     identity = resolve_site(node_config, cfg)
-    if cfg.data.kind == "synthetic" and "partition-id" in node_config:
-        # A simulated site on another machine of a Ray cluster writes its own phantoms (deterministic).
-        prepare_synthetic_data(cfg, names=[identity.name])
     key = (fingerprint({"cfg": repr(cfg), "folders": {k: str(v) for k, v in identity.folders.items()}}),
            identity.name)
     if key not in _RUNTIMES:
+        if cfg.data.kind == "synthetic" and "partition-id" in node_config:
+            # A simulated site on another machine of a Ray cluster writes its own phantoms (deterministic).
+            prepare_synthetic_data(cfg, names=[identity.name])
         _RUNTIMES[key] = SiteRuntime(cfg, identity, simulated="partition-id" in node_config)
     return _RUNTIMES[key]

@@ -77,8 +77,8 @@ def compose_config(experiment: str, overrides: Sequence[str] = ()) -> DictConfig
         with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
             cfg = compose(config_name=PRIMARY_CONFIG, overrides=[f"experiment={experiment}", *hydra_overrides])
         with open_dict(cfg):
-            if cfg.generated_sites.brain + cfg.generated_sites.knee > 0:
-                spec = to_object(cfg.generated_sites)
+            spec = to_object(cfg.generated_sites)
+            if spec.active:
                 cfg.sites.merge_with(generated_sites(spec, cfg.data.kind))
             for name, entry in additions:
                 cfg.sites.merge_with({name: entry})

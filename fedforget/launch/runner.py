@@ -14,9 +14,16 @@ from typing import Any
 
 import yaml
 
-from fedforget.configs.compose import ConfigError, declared_sweep, load_experiment, to_plain
+from fedforget.configs.compose import (
+    ConfigError,
+    anchor_paths,
+    declared_sweep,
+    default_path_overrides,
+    load_experiment,
+    to_plain,
+)
 from fedforget.configs.schema import ExperimentConfig, path_keys
-from fedforget.configs.workspace import default_cache_dir, outputs_dir, workspace_root
+from fedforget.configs.workspace import outputs_dir
 from fedforget.data.preparation import DataError, prepare_data
 from fedforget.launch.flower import flwr_run, run_status, simulation_superlink, stage_app, write_run_config
 from fedforget.launch.outcome import describe_missing, read_outcome
@@ -112,29 +119,22 @@ def _format(value: Any) -> str:
     return str(value)
 
 
-def absolute_overrides(overrides: Sequence[str], defaults: dict[str, Path]) -> list[str]:
-    """Make path overrides absolute (Flower never changes directory) and add project defaults."""
-    result, given = [], set()
+def absolute_overrides(overrides: Sequence[str]) -> list[str]:
+    """Make path overrides absolute against this folder (Flower never changes directory)."""
+    result = []
     for override in overrides:
         key, _, value = override.partition("=")
         if key.lstrip("+") in PATH_KEYS and value:
-            value = str(Path(value).expanduser().resolve())
-            override = f"{key}={value}"
-        given.add(key.lstrip("+"))
+            override = f"{key}={Path(value).expanduser().resolve()}"
         result.append(override)
-    for key, path in defaults.items():
-        if key not in given:
-            result.append(f"{key}={path}")
     return result
 
 
-def default_paths(experiment: str, overrides: Sequence[str]) -> dict[str, Path]:
-    """Where a run writes unless told: the workspace's model cache and, for synthetic data, its sites."""
-    defaults = {"cache_dir": default_cache_dir()}
-    probe = load_experiment(experiment, _plain_overrides(overrides))
-    if probe.data.kind == "synthetic" and not Path(probe.data.root).is_absolute():
-        defaults["data.root"] = workspace_root() / probe.data.root
-    return defaults
+def load_for_launch(experiment: str, overrides: Sequence[str]) -> tuple[ExperimentConfig, list[str]]:
+    """The experiment as the run's ServerApp and ClientApps will compose it, and the overrides that say so:
+    paths made absolute here, the workspace's defaults for what is not given (``configs.compose``)."""
+    overrides = default_path_overrides(absolute_overrides(overrides))
+    return anchor_paths(load_experiment(experiment, overrides)), overrides
 
 
 def default_output_dir(experiment: str, plain_config: dict[str, Any], fresh: bool) -> Path:
@@ -174,16 +174,14 @@ def check_checkpoint(cfg: ExperimentConfig) -> None:
 
 def prepare(request: RunRequest) -> tuple[ExperimentConfig, list[str], Path]:
     """Validate the config (before anything starts), write synthetic data, pick the run folder."""
-    overrides = absolute_overrides(request.overrides, default_paths(request.experiment, request.overrides))
-    cfg = load_experiment(request.experiment, overrides)
+    cfg, overrides = load_for_launch(request.experiment, request.overrides)
     try:
         check_checkpoint(cfg)
         extra = prepare_data(cfg, log=print)
     except (DataError, DataFileError) as err:
         raise DataFailed(f"data not usable: {err}") from err
     if extra:
-        overrides = [*overrides, *extra]
-        cfg = load_experiment(request.experiment, overrides)
+        cfg, overrides = load_for_launch(request.experiment, [*overrides, *extra])
     plain = to_plain(cfg)
     output = (request.output_dir.expanduser().resolve() if request.output_dir
               else default_output_dir(request.experiment, plain, request.fresh))
