@@ -58,7 +58,6 @@ from fedforget.unlearning.base import (
     Phase,
     local_update,
     mean_term_gradient,
-    squared_gradient_mean,
     term_gradients,
 )
 from fedforget.unlearning.history_base import FORGET_DATA
@@ -210,7 +209,7 @@ def unlearn_share(message: Message, runtime: SiteRuntime) -> Message:
     phase = Phase(str(config["phase"]), str(config["kind"]), int(config["steps"]), (role,))
     if phase.dampens:
         batches = min(int(config["batches"]), source.batches_per_pass)
-        values = squared_gradient_mean(method, model, source, batches, ctx, runtime.device)
+        values = method.importance(role, model, source, batches, ctx, runtime.device)
         return metrics_reply(message, {"num-examples": batches * source.batch_size, "loss": 0.0},
                              arrays_from_state(values))
     index = int(config["index"])
@@ -224,6 +223,7 @@ def unlearn_share(message: Message, runtime: SiteRuntime) -> Message:
             return metrics_reply(message, {"num-examples": update.examples, "loss": update.loss},
                                  arrays_from_state(update.delta))
     else:
+        ctx.inputs = round_inputs_of(message.content).to(runtime.device)
         batch = source.batch(index).to(runtime.device)
         reply = term_gradients(method, role, phase, model, batch, index, ctx)
     return metrics_reply(message, {"num-examples": reply.examples, "loss": reply.loss},

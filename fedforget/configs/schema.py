@@ -24,7 +24,7 @@ DEVICES = ("auto", "cpu", "cuda")
 # The unlearning registry's names, in its order (fedforget.unlearning.REGISTRY must match; a test checks).
 # Centralised methods carried into the federation: they start from the original and use the parties' data.
 CENTRALISED_METHODS = ("ft", "ga", "ga_l1", "ga_l1_ft", "nl", "nl_ft", "ssd", "lfssd", "bad_teacher", "grad_surgery",
-                       "pga")
+                       "pga", "activation_pruning", "soft_relabel", "boundary_relabel")
 # Federated-native methods: they read the server's round history (federation.history) and run FedAvg-style rounds.
 HISTORY_METHODS = ("federaser", "sifu", "fedrecover", "fukd", "puf", "retrain_budget", "rollback")
 METHOD_NAMES = CENTRALISED_METHODS + HISTORY_METHODS
@@ -421,6 +421,60 @@ class BadTeacherConfig:
         _require(self.forget_weight >= 0, "unlearning.bad_teacher.forget_weight", self.forget_weight, ">= 0")
 
 
+@dataclass
+class ActivationPruningConfig:
+    """Prune channels that fire most on forget data, then repair on retain data (paper 004, sec. 3.3).
+
+    A layer's channels whose mean activation on forget data lies above its quantile ``q`` are
+    pruned; ``q`` runs from ``q_early`` at full resolution to ``q_deep`` at the U-Net's bottleneck.
+    Trade-off knob: ``q_deep`` (lower prunes more: more forgetting, more to repair).
+    """
+
+    q_early: float = 0.99
+    q_deep: float = 0.90
+
+    def __post_init__(self) -> None:
+        _require(0 < self.q_early < 1, "unlearning.activation_pruning.q_early", self.q_early, "in (0, 1)")
+        _require(0 < self.q_deep < 1, "unlearning.activation_pruning.q_deep", self.q_deep, "in (0, 1)")
+
+
+@dataclass
+class SoftRelabelConfig:
+    """Relabel forget slices from a retain-taught teacher, weighted by similarity (paper 004, sec. 3.1).
+
+    ``teacher_share`` of the budget trains the retain teacher on retain data; the rest fine-tunes
+    on soft labels ``a T(x) + (1 - a) Z(x)``, ``a = exp(-e / temperature)``. Trade-off knob:
+    ``temperature`` (smaller forgets harder).
+    """
+
+    teacher_share: float = 0.5
+    temperature: float = 0.05
+
+    def __post_init__(self) -> None:
+        _require(0 < self.teacher_share < 1, "unlearning.soft_relabel.teacher_share", self.teacher_share, "in (0, 1)")
+        _require(self.temperature > 0, "unlearning.soft_relabel.temperature", self.temperature, "> 0")
+
+
+@dataclass
+class BoundaryRelabelConfig:
+    """Relabel forget slices with the original's output on a nearby worst-case input (paper 003).
+
+    ``radius``: the L-infinity bound of the k-space perturbation, relative to the RMS of each
+    slice's measured samples (the trade-off knob: larger moves forget outputs further);
+    ``inner_steps``: sign-gradient steps of the inner search; ``retain_weight``: weight of the
+    retain loss in the outer fine-tuning (0 = forget data only).
+    """
+
+    radius: float = 0.5
+    inner_steps: int = 3
+    retain_weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        _require(self.radius > 0, "unlearning.boundary_relabel.radius", self.radius, "> 0")
+        _require(self.inner_steps >= 1, "unlearning.boundary_relabel.inner_steps", self.inner_steps, ">= 1")
+        _require(self.retain_weight >= 0, "unlearning.boundary_relabel.retain_weight", self.retain_weight, ">= 0")
+
+
 FEDERASER_CALIBRATIONS = ("site", "aggregate")
 
 
@@ -592,6 +646,9 @@ class UnlearningConfig:
     pga: PGAConfig = field(default_factory=PGAConfig)
     grad_surgery: GradSurgeryConfig = field(default_factory=GradSurgeryConfig)
     bad_teacher: BadTeacherConfig = field(default_factory=BadTeacherConfig)
+    activation_pruning: ActivationPruningConfig = field(default_factory=ActivationPruningConfig)
+    soft_relabel: SoftRelabelConfig = field(default_factory=SoftRelabelConfig)
+    boundary_relabel: BoundaryRelabelConfig = field(default_factory=BoundaryRelabelConfig)
     federaser: FedEraserConfig = field(default_factory=FedEraserConfig)
     sifu: SIFUConfig = field(default_factory=SIFUConfig)
     fedrecover: FedRecoverConfig = field(default_factory=FedRecoverConfig)

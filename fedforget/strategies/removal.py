@@ -143,12 +143,15 @@ class FederatedWorker:
     def _by_role(self, roles: Mapping[str, Any], replies: dict[str, RecordDict]) -> dict[str, Gradients]:
         return {role: self._gather([replies[s] for s in self._sites(role)]) for role in roles if self._sites(role)}
 
-    def gradients(self, phase: Phase, indices: Mapping[str, int], model: nn.Module) -> dict[str, Gradients]:
-        contents = {site: self._content(role, phase, model, index=index)
+    def gradients(self, phase: Phase, indices: Mapping[str, int], model: nn.Module,
+                  inputs: Mapping[str, RoundInputs] | None = None) -> dict[str, Gradients]:
+        inputs = inputs or {}
+        contents = {site: self._content(role, phase, model, inputs.get(role), index=index)
                     for role, index in indices.items() for site in self._sites(role)}
         result = self._by_role(indices, self._exchange(contents))
         if RETAIN in indices and self.server_retain is not None:
-            result.update(self.server_retain.gradients(phase, {RETAIN: indices[RETAIN]}, model))
+            result.update(self.server_retain.gradients(phase, {RETAIN: indices[RETAIN]}, model,
+                                                       {RETAIN: inputs[RETAIN]} if RETAIN in inputs else None))
         return result
 
     def importances(self, phase: Phase, batches: Mapping[str, int], model: nn.Module) -> dict[str, Tensors]:
@@ -249,7 +252,8 @@ def message_plan(method: Method, budget: int, local_steps: int, retain_sites: in
             plan.append(_exchange_of(phase.name, roles, sites, arrays_down))
             continue
         if local_steps == 1:
-            plan += [_exchange_of(phase.name, roles, sites, arrays_down)] * phase.steps
+            plan += [_exchange_of(phase.name, roles, sites,
+                                  lambda r, p=phase: arrays_down(r, len(method.step_input_names(r, p))))] * phase.steps
             continue
         guides = [r for r in method.guide_roles(phase) if r in phase.roles]
         inputs = len(method.round_input_names(phase)) + len(guides)

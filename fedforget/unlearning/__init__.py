@@ -16,7 +16,9 @@ from torch import nn
 from fedforget.configs.schema import UnlearningConfig
 from fedforget.data.batches import BatchSource
 from fedforget.recon.losses import ReconLoss
+from fedforget.unlearning.activation_pruning import ActivationPruning
 from fedforget.unlearning.bad_teacher import BadTeacher
+from fedforget.unlearning.boundary_relabel import BoundaryRelabel
 from fedforget.unlearning.base import (
     FORGET,
     RETAIN,
@@ -43,11 +45,13 @@ from fedforget.unlearning.puf import PUF
 from fedforget.unlearning.retrain_budget import RetrainBudget
 from fedforget.unlearning.rollback import Rollback
 from fedforget.unlearning.sifu import SIFU
+from fedforget.unlearning.soft_relabel import SoftRelabel
 from fedforget.unlearning.ssd import LFSSD, SSD
 
 REGISTRY: dict[str, type[Method]] = {
     cls.name: cls
-    for cls in (FineTune, GradientAscent, GAL1, GAL1FT, NoisyLabels, NLFT, SSD, LFSSD, BadTeacher, GradSurgery, PGA)
+    for cls in (FineTune, GradientAscent, GAL1, GAL1FT, NoisyLabels, NLFT, SSD, LFSSD, BadTeacher, GradSurgery, PGA,
+                ActivationPruning, SoftRelabel, BoundaryRelabel)
 }
 
 

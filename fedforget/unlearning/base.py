@@ -70,6 +70,7 @@ class TermContext:
     seed: int
     original: nn.Module | None = None
     extras: dict[str, Any] = field(default_factory=dict)
+    inputs: RoundInputs = field(default_factory=lambda: RoundInputs())
 
 
 @dataclass
@@ -117,6 +118,21 @@ class Method(ABC):
     def importance_term(self, model: nn.Module, batch: Batch, ctx: TermContext) -> torch.Tensor:
         """The loss whose squared gradient measures a weight's importance."""
         return batch_loss(model, batch, ctx.loss)
+
+    def importance(self, role: str, model: nn.Module, source: BatchSource, batches: int, ctx: TermContext,
+                   device: torch.device) -> Tensors:
+        """What ``role`` sends in an importance phase: parameter-shaped, from at most one pass over its data
+        (default: SSD's squared-gradient importances)."""
+        return squared_gradient_mean(self, model, source, batches, ctx, device)
+
+    def step_input_names(self, role: str, phase: Phase) -> tuple[str, ...]:
+        """Names of the parameter-shaped inputs :meth:`step_inputs` sends ``role`` with each step's weights."""
+        return ()
+
+    def step_inputs(self, role: str, phase: Phase, model: nn.Module, state: MethodState) -> RoundInputs:
+        """What ``role`` receives besides the weights in a one-step exchange (soft relabelling's teacher);
+        the party's terms read it as ``ctx.inputs``."""
+        return RoundInputs()
 
     def dampen(self, model: nn.Module, importances: Mapping[str, Tensors]) -> int:
         """Scale weights from per-element importances; returns how many elements changed."""
@@ -228,7 +244,8 @@ class LocalUpdate:
 class Worker(Protocol):
     """Where the parties compute (in-process, or at Flower sites); one call serves every role of a step."""
 
-    def gradients(self, phase: Phase, indices: Mapping[str, int], model: nn.Module) -> dict[str, Gradients]: ...
+    def gradients(self, phase: Phase, indices: Mapping[str, int], model: nn.Module,
+                  inputs: Mapping[str, RoundInputs] | None = None) -> dict[str, Gradients]: ...
 
     def mean_gradients(self, phase: Phase, starts: Mapping[str, int], steps: int,
                        model: nn.Module) -> dict[str, Gradients]: ...
@@ -319,7 +336,9 @@ class _Run:
 
     def step(self, phase: Phase) -> None:
         """One optimizer step from the parties' gradients on their next batches."""
-        replies = self.worker.gradients(phase, {role: self.calls[role] for role in phase.roles}, self.model)
+        inputs = {role: self.method.step_inputs(role, phase, self.model, self.state) for role in phase.roles}
+        replies = self.worker.gradients(phase, {role: self.calls[role] for role in phase.roles}, self.model,
+                                        {role: i for role, i in inputs.items() if i.tensors or i.values})
         for role in phase.roles:
             self.calls[role] += 1
         params = trainable(self.model)
@@ -452,6 +471,7 @@ def local_update(method: Method, role: str, phase: Phase, model: nn.Module, sour
     exactly what a simulated one does. ``model`` is moved in place.
     """
     model.train()
+    ctx.inputs = inputs
     params = trainable(model)
     start = {name: p.detach().clone() for name, p in params.items()}
     optimizer = torch.optim.Adam(params.values(), lr=lr)
@@ -508,17 +528,19 @@ class LocalWorker:
             self._prepared.add(role)
         return self.ctx
 
-    def gradients(self, phase: Phase, indices: Mapping[str, int], model: nn.Module) -> dict[str, Gradients]:
+    def gradients(self, phase: Phase, indices: Mapping[str, int], model: nn.Module,
+                  inputs: Mapping[str, RoundInputs] | None = None) -> dict[str, Gradients]:
         replies = {}
         for role, index in indices.items():
             ctx = self._context(role, model)
+            ctx.inputs = (inputs or {}).get(role, RoundInputs()).to(self.device)
             batch = self.sources[role].batch(index).to(self.device)
             replies[role] = term_gradients(self.method, role, phase, model, batch, index, ctx)
         return replies
 
     def importances(self, phase: Phase, batches: Mapping[str, int], model: nn.Module) -> dict[str, Tensors]:
-        return {role: squared_gradient_mean(self.method, model, self.sources[role], count,
-                                            self._context(role, model), self.device)
+        return {role: self.method.importance(role, model, self.sources[role], count, self._context(role, model),
+                                             self.device)
                 for role, count in batches.items()}
 
     def mean_gradients(self, phase: Phase, starts: Mapping[str, int], steps: int,
