@@ -148,6 +148,7 @@ def apply_mask(model: nn.Module, mask: Tensors) -> None:
 
 class ActivationPruning(Method):
     name = "activation_pruning"
+    tradeoff_knob = "activation_pruning.q_deep"
 
     def __init__(self, cfg) -> None:
         super().__init__(cfg)

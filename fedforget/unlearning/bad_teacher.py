@@ -42,6 +42,7 @@ def matching_loss(student: torch.Tensor, teacher: torch.Tensor, max_value: torch
 
 class BadTeacher(Method):
     name = "bad_teacher"
+    tradeoff_knob = "bad_teacher.forget_weight"
     needs_original = frozenset({RETAIN})
 
     def phases(self, budget: int) -> list[Phase]:

@@ -94,6 +94,8 @@ class Method(ABC):
     """An unlearning method. Subclasses set ``name`` and implement ``phases`` plus their terms."""
 
     name: ClassVar[str]
+    # The config key (under ``unlearning.``) that moves the method along the forget/retain trade-off.
+    tradeoff_knob: ClassVar[str | None] = None
     needs_original: ClassVar[frozenset[str]] = frozenset()
     needs_reference: ClassVar[bool] = False
 

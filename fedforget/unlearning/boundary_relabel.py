@@ -68,6 +68,7 @@ def boundary_targets(original: nn.Module, batch: Batch, loss: nn.Module, radius:
 
 class BoundaryRelabel(Method):
     name = "boundary_relabel"
+    tradeoff_knob = "boundary_relabel.radius"
     needs_original = frozenset({FORGET})
 
     def phases(self, budget: int) -> list[Phase]:

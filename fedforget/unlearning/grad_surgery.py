@@ -44,6 +44,7 @@ def surgery(forget: Tensors, retain: Tensors, conditional: bool) -> Tensors:
 
 class GradSurgery(AscentThenRepair):
     name = "grad_surgery"
+    tradeoff_knob = "grad_surgery.ascent_share"
     ascent_name = "orthogonal_ascent"
     ascent_roles = (FORGET, RETAIN)
 

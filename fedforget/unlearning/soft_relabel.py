@@ -63,6 +63,7 @@ def soft_targets(teacher: torch.Tensor, zero_filled_image: torch.Tensor, target:
 
 class SoftRelabel(Method):
     name = "soft_relabel"
+    tradeoff_knob = "soft_relabel.temperature"
 
     def __init__(self, cfg) -> None:
         super().__init__(cfg)
