@@ -1,10 +1,12 @@
-"""Command line: ``fedforget run``, ``synth``, ``report``, ``check``, ``evaluate``.
+"""Command line: ``fedforget run``, ``synth``, ``report``, ``check``, ``evaluate``, ``compose``.
 
 ``fedforget run [experiment=NAME] [HYDRA OVERRIDES...] [--output-dir DIR] [-m]`` exits
 non-zero when the run failed (Flower's own ``flwr run`` exits 0 either way): 1 failed, 2 invalid
 configuration, 3 unusable data, 4 finished without some requested methods, 130 / 143 stopped by
 SIGINT / SIGTERM (rerun to resume). Flags and overrides mix in any order. ``fedforget check DIR...``
-and ``fedforget evaluate CHECKPOINT DIR`` work on a user's own fastMRI folders.
+and ``fedforget evaluate CHECKPOINT DIR`` work on a user's own fastMRI folders. ``fedforget compose RUN
+--models A,B --weights 0.5,0.5`` adds ``original + sum_i w_i (model_i - original)`` to a finished run, scored at
+every site (exit 2 for a request that names something the run does not hold; nothing is written then).
 """
 
 from __future__ import annotations
@@ -65,6 +67,15 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
     evaluate.add_argument("--figure", type=Path, metavar="OUT.png", help="save a reconstruction grid of one slice")
     evaluate.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     evaluate.add_argument("--batch-size", type=int, default=4)
+
+    compose = commands.add_parser("compose", help="merge a finished run's unlearned models as a weighted sum of "
+                                                  "their changes from the original, and score it at every site")
+    compose.add_argument("run_dir", type=Path, metavar="RUN", help="a finished run folder")
+    compose.add_argument("--models", required=True, metavar="A,B[,...]",
+                         help="models of RUN/results.json to merge (not original, oracle or zero_filled)")
+    compose.add_argument("--weights", required=True, metavar="W1,W2[,...]",
+                         help="one weight per model: original + sum_i w_i (model_i - original); write a leading "
+                              "negative weight as --weights=-1,2")
     return parser, dict(commands.choices)
 
 
@@ -181,8 +192,35 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_compose(args: argparse.Namespace) -> int:
+    from fedforget.launch.run_lock import RunFolderBusy, RunLock
+    from fedforget.reporting.console import print_summary
+    from fedforget.server.composition import (
+        CompositionFailed,
+        CompositionRequestError,
+        check_request,
+        compose_run,
+        split_list,
+    )
+
+    try:
+        plan = check_request(args.run_dir, split_list(args.models), split_list(args.weights))
+    except CompositionRequestError as err:
+        print(f"fedforget compose: {err}", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        composed = compose_run(plan, log=print, exclusive=RunLock)  # one writer per run folder, as for run
+    except (CompositionFailed, RunFolderBusy) as err:
+        print(f"fedforget compose: {err}", file=sys.stderr)
+        return EXIT_FAILED
+    print_summary(plan.run_dir)
+    print(f"fedforget: added {composed.name} (sha256 {composed.sha256[:12]}), weights in {composed.checkpoint}, "
+          f"report {composed.report}")
+    return 0
+
+
 HANDLERS = {"run": _cmd_run, "synth": _cmd_synth, "report": _cmd_report, "check": _cmd_check,
-            "evaluate": _cmd_evaluate}
+            "evaluate": _cmd_evaluate, "compose": _cmd_compose}
 
 
 def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:

@@ -31,10 +31,12 @@ class FrontierPoint(NamedTuple):
 
 
 def family(model: str, record: Mapping[str, Any]) -> str:
-    """``retrain`` (the control), ``history`` (history-based methods) or ``centralised``."""
+    """``retrain`` (the control), ``history`` (history-based methods), ``composition`` (``fedforget compose``)
+    or ``centralised``."""
     if model.startswith(RETRAIN):
         return "retrain"
-    return "history" if record.get("family") == "history" else "centralised"
+    kind = record.get("family")
+    return str(kind) if kind in ("history", "composition") else "centralised"
 
 
 def compute_fraction(results: Mapping[str, Any], model: str) -> float | None:

@@ -475,7 +475,7 @@ def sweep_curve(
     return save_figure(fig, path)
 
 
-_FAMILY_MARKERS = {"centralised": "o", "history": "s", "retrain": "D"}
+_FAMILY_MARKERS = {"centralised": "o", "history": "s", "retrain": "D", "composition": "^"}
 
 
 def frontier_chart(path: Path, points: Sequence[Any], title: str) -> Path:
@@ -515,7 +515,8 @@ def frontier_chart(path: Path, points: Sequence[Any], title: str) -> Path:
             scatter = ax.scatter([x for x, _ in chosen], [p.kta for _, p in chosen], c=[p.bta for _, p in chosen],
                                  cmap="RdYlGn", norm=norm, marker=marker, s=70, edgecolors="black", linewidths=0.6,
                                  zorder=3, label={"centralised": "centralised methods", "history": "history-based",
-                                                  "retrain": "retraining (controls)"}[name])
+                                                  "retrain": "retraining (controls)",
+                                                  "composition": "compositions of unlearned models"}[name])
     for x, p in zip(xs, points):
         label = p.model if p.compute > 0 else f"{p.model} (no site steps)"
         ax.annotate(label, (x, p.kta), textcoords="offset points", xytext=(5, 4), fontsize=7)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,12 @@ def saved_experiment(run_dir: Path) -> ExperimentConfig:
     merged = OmegaConf.merge(OmegaConf.structured(ExperimentConfig),
                              OmegaConf.create(yaml.safe_load((run_dir / "config.yaml").read_text())))
     return to_experiment(merged)
+
+
+def model_checkpoint(run_dir: Path, name: str, record: Mapping[str, Any]) -> Path:
+    """Where a model's weights lie: the ``checkpoint`` its record names (a composition, whose name is not a
+    file name), else ``checkpoints/<name>.pt``."""
+    return run_dir / str(record.get("checkpoint") or f"checkpoints/{name}.pt")
 
 
 def zero_filled_scores(cfg: ExperimentConfig, results: dict[str, Any]) -> dict[str, Any]:
@@ -71,8 +78,8 @@ def rerender(run_dir: Path) -> Path:
     results = complete(results, cfg.seed)  # what follows from the scores, as this version derives it
     if json.dumps(results, sort_keys=True) != before:
         atomic_write_json(run_dir / "results.json", results)
-    states = {name: load_checkpoint(run_dir / "checkpoints" / f"{name}.pt")[0] for name in results["models"]
-              if (run_dir / "checkpoints" / f"{name}.pt").is_file()}
+    paths = {name: model_checkpoint(run_dir, name, record) for name, record in results["models"].items()}
+    states = {name: load_checkpoint(path)[0] for name, path in paths.items() if path.is_file()}
     if cfg.report.figures and states:
         results["figure_notes"] = render_figures(cfg, run_dir / "figures", results, states)
     return write_report(run_dir, results)

@@ -92,14 +92,8 @@ def score_sites(session: Session, state: State | None, tag: str, step: int, tole
     With ``tolerate``, a site that fails is recorded as an event and left out;
     otherwise it fails the phase (final scores must cover every site).
     """
-    contents = {}
-    for site in session.sites:
-        splits = "test,train" if site == session.forget_site else "test"
-        config = ConfigRecord({"splits": splits, "phase": tag, "step": step, ZERO_FILLED_KEY: state is None})
-        records = {CONFIG: config} if state is None else {ARRAYS: arrays_from_state(state), CONFIG: config}
-        if reference is not None and site == session.forget_site:
-            records[REFERENCE] = arrays_from_state(reference)
-        contents[site] = RecordDict(records)
+    contents = {site: evaluation_content(site, session.forget_site, state, tag, step, reference)
+                for site in session.sites}
     exchange = session.link.send(EVALUATE, contents, f"evaluate/{tag}", step)
     if tolerate:
         for site, reason in exchange.failures.items():
@@ -107,11 +101,25 @@ def score_sites(session: Session, state: State | None, tag: str, step: int, tole
         replies = exchange.replies
     else:
         replies = exchange.require_all()
-    scores: SiteScores = {}
-    for site, content in replies.items():
-        splits, audit = parse_evaluation(content[METRICS])
-        scores[site] = {**splits, "audit": audit}
-    return scores
+    return {site: site_scores(content) for site, content in replies.items()}
+
+
+def evaluation_content(site: str, forget_site: str, state: State | None, tag: str, step: int,
+                       reference: State | None = None) -> RecordDict:
+    """What an ``evaluate`` message asks of one site: the test split (the forget site's train split too) of
+    ``state`` (None: zero-filled), and at the forget site the ``reference`` for the calibrated audit."""
+    splits = "test,train" if site == forget_site else "test"
+    config = ConfigRecord({"splits": splits, "phase": tag, "step": step, ZERO_FILLED_KEY: state is None})
+    records = {CONFIG: config} if state is None else {ARRAYS: arrays_from_state(state), CONFIG: config}
+    if reference is not None and site == forget_site:
+        records[REFERENCE] = arrays_from_state(reference)
+    return RecordDict(records)
+
+
+def site_scores(content: RecordDict) -> dict[str, Any]:
+    """A site's evaluation reply as the server keeps it: per split, plus ``audit`` (the membership values)."""
+    splits, audit = parse_evaluation(content[METRICS])
+    return {**splits, "audit": audit}
 
 
 def log_scores(session: Session, tag: str, step: int, scores: SiteScores) -> None:
