@@ -123,3 +123,23 @@ def test_costs_and_the_difference_to_retraining_are_summarised_with_a_frontier(t
     assert federaser["BTA_minus_retrain_budget"]["ci"] == pytest.approx(list(mean_interval(differences)))
     assert (folder / "figures" / "frontier.png").is_file()
     assert "retrain_budget@model" in (folder / "summary.md").read_text()
+
+
+def test_a_multirun_that_varies_a_knob_draws_its_tradeoff_curve(tmp_path: Path) -> None:
+    jobs = []
+    for temperature, bta, kta in ((0.5, -0.5, 2.0), (0.01, -2.0, 0.2)):
+        results = _results(24.0, 0.1)
+        versus = {"BTA": {"psnr": bta}, "KTA": {"psnr": kta}}
+        results["summary"]["soft_relabel"] = {**results["summary"]["ft"], "vs_oracle": versus}
+        results["summary"]["original"]["vs_oracle"] = {"BTA": {"psnr": -1.0}, "KTA": {"psnr": 3.0}}
+        results["models"]["soft_relabel"] = results["models"]["ft"]
+        jobs.append(([f"unlearning.soft_relabel.temperature={temperature}"], results))
+    folder = _multirun(tmp_path, jobs)
+    for number, (temperature, *_) in enumerate(((0.5,), (0.01,))):
+        (folder / str(number) / "config.yaml").write_text(
+            f"unlearning:\n  soft_relabel:\n    temperature: {temperature}\n")
+    aggregate_multirun(folder)
+    curve = json.loads((folder / "summary.json").read_text())["tradeoff"]["soft_relabel"]
+    assert [(p["value"], p["bta"], p["kta"]) for p in curve] == [(0.01, -2.0, 0.2), (0.5, -0.5, 2.0)]
+    assert (folder / "figures" / "tradeoff.png").is_file()
+    assert "### soft_relabel (`unlearning.soft_relabel.temperature`)" in (folder / "summary.md").read_text()

@@ -152,6 +152,14 @@ def train(message: Message, runtime: SiteRuntime) -> Message:
 @app.evaluate()
 @_site_action
 def evaluate_model(message: Message, runtime: SiteRuntime) -> Message:
+    return evaluation_reply(message, runtime)
+
+
+def evaluation_reply(message: Message, runtime: SiteRuntime) -> Message:
+    """A site's answer to an ``evaluate`` message: its scores of the received model (or of zero-filled).
+
+    Exceptions propagate (the ClientApp's wrapper turns them into error replies; ``fedforget compose``,
+    which scores in-process, must see them)."""
     config = config_of(message.content)
     reconstructor = _reconstructor(message, runtime, bool(config.get(ZERO_FILLED, False)))
     results = {split: runtime.score(reconstructor, split) for split in str(config["splits"]).split(",")}

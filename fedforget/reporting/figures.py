@@ -478,6 +478,49 @@ def sweep_curve(
 _FAMILY_MARKERS = {"centralised": "o", "history": "s", "retrain": "D", "composition": "^"}
 
 
+def tradeoff_chart(path: Path, curves: Mapping[str, Sequence[Any]], title: str,
+                   original: tuple[float, float] | None = None) -> Path:
+    """Each method's forget/retain trade-off: BTA - oracle (x) against KTA - oracle (y), one line per method
+    through its knob values (labelled), 95 % intervals as error bars, the oracle at (0, 0).
+
+    The axes are the frontier's (:func:`frontier_chart`): distances to the oracle, never absolute values.
+
+    Args:
+        path: Destination ``.png``.
+        curves: method -> ``TradeoffPoint``-like items (``value, bta, kta, bta_ci, kta_ci``) in knob order.
+        title: The figure's title.
+        original: The original model's (BTA - oracle, KTA - oracle), drawn for reference, or None.
+
+    Raises:
+        ValueError: If ``curves`` is empty.
+    """
+    if not curves:
+        raise ValueError("no method varied its trade-off knob")
+    fig = Figure(figsize=(10, 6.5), layout="constrained")
+    ax = fig.add_subplot()
+    for method, points in curves.items():
+        xs, ys = [p.bta for p in points], [p.kta for p in points]
+        line = ax.plot(xs, ys, marker="o", linewidth=1.5, label=f"{method} ({points[0].knob.split('.')[-1]})")[0]
+        for p in points:
+            xerr = None if p.bta_ci is None else [[p.bta - p.bta_ci[0]], [p.bta_ci[1] - p.bta]]
+            yerr = None if p.kta_ci is None else [[p.kta - p.kta_ci[0]], [p.kta_ci[1] - p.kta]]
+            if xerr or yerr:
+                ax.errorbar([p.bta], [p.kta], xerr=xerr, yerr=yerr, color=line.get_color(), linewidth=0.8,
+                            capsize=2)
+            ax.annotate(f"{p.value:g}", (p.bta, p.kta), textcoords="offset points", xytext=(5, 4), fontsize=7,
+                        color=line.get_color())
+    ax.scatter([0.0], [0.0], marker="*", s=220, color="black", zorder=4, label="oracle (retrained without the site)")
+    if original is not None:
+        ax.scatter([original[0]], [original[1]], marker="X", s=120, color="#7f7f7f", zorder=4, label="original")
+    ax.axhline(0.0, color="black", linestyle="--", linewidth=1)
+    ax.axvline(0.0, color="black", linestyle=":", linewidth=1)
+    ax.set_xlabel("BTA - oracle (dB): retain quality against retraining (right is better)")
+    ax.set_ylabel("KTA - oracle (dB): 0 = forgotten as retraining would")
+    ax.set_title(textwrap.fill(title, 100), fontsize=11)
+    ax.legend(loc="best", fontsize=8)
+    return save_figure(fig, path)
+
+
 def frontier_chart(path: Path, points: Sequence[Any], title: str) -> Path:
     """The forget/retain frontier: site compute (log x) against KTA - oracle (y, with its interval),
     each marker coloured by BTA - oracle; retraining on a budget is drawn as a curve over its budgets.

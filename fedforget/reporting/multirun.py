@@ -11,8 +11,9 @@ from typing import Any
 from fedforget.learning.intervals import mean_interval
 from fedforget.recon.atomic import atomic_write_bytes, atomic_write_json
 from fedforget.reporting.costs import RETRAIN, compute_fraction, family, frontier_points_over_seeds
-from fedforget.reporting.figures import frontier_chart, method_comparison_chart, sweep_curve
+from fedforget.reporting.figures import frontier_chart, method_comparison_chart, sweep_curve, tradeoff_chart
 from fedforget.reporting.report import table
+from fedforget.reporting.tradeoff import tradeoff_markdown, tradeoff_points
 
 MULTIRUN_FILE = "multirun.json"
 SUMMARY_FIELDS = (("BTA", "psnr"), ("BTA", "ssim"), ("KTA", "psnr"), ("KTA", "ssim"), ("UA", "psnr"), ("UA", "ssim"))
@@ -185,6 +186,15 @@ def sweep_points(jobs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict
     return points, {k: statistics.fmean(v) for k, v in references.items()}
 
 
+def _original_point(jobs: list[dict[str, Any]]) -> tuple[float, float] | None:
+    """The original model's (BTA - oracle, KTA - oracle), averaged over the jobs (their seeds)."""
+    pairs = [(v["BTA"]["psnr"], v["KTA"]["psnr"]) for job in jobs
+             if "BTA" in (v := job["results"]["summary"].get("original", {}).get("vs_oracle", {}))]
+    if not pairs:
+        return None
+    return statistics.fmean(b for b, _ in pairs), statistics.fmean(k for _, k in pairs)
+
+
 def aggregate_multirun(folder: Path) -> Path:
     """Write summary.md, summary.json and figures (method chart and frontier per group; sweep curve) for a
     multirun."""
@@ -203,9 +213,17 @@ def aggregate_multirun(folder: Path) -> Path:
     points, reference = sweep_points(jobs)
     if len({p["retain_fraction"] for p in points}) > 1:
         sweep_curve(figures / "sweep.png", points, reference=reference)
+    curves = tradeoff_points(jobs)
+    if curves:
+        experiment = jobs[0]["results"].get("experiment", "multirun")
+        tradeoff_chart(figures / "tradeoff.png", curves, f"{experiment}: forget/retain trade-off per method "
+                       f"(means over {seeds} seed(s); 95 % t-intervals)", original=_original_point(jobs))
     per_site = aggregate_sites(jobs)
-    atomic_write_json(folder / "summary.json", {"groups": aggregated, "sweep": points, "sites": per_site})
+    atomic_write_json(folder / "summary.json", {"groups": aggregated, "sweep": points, "sites": per_site,
+                                                "tradeoff": {m: [p._asdict() for p in c] for m, c in curves.items()}})
     text = summary_markdown(aggregated, seeds) + "\n" + "\n".join(sites_markdown(per_site))
+    if curves:
+        text += "\n" + "\n".join(tradeoff_markdown(curves))
     text += "\n" + "\n".join(f"![{p.stem}](figures/{p.name})" for p in sorted(figures.glob("*.png"))) + "\n"
     atomic_write_bytes(folder / "summary.md", text.encode())
     return folder / "summary.md"

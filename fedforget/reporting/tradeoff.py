@@ -43,12 +43,13 @@ def tradeoff_points(jobs: list[dict[str, Any]]) -> dict[str, list[TradeoffPoint]
     """method -> its points sorted by knob value, for methods whose knob took at least two values."""
     samples: dict[tuple[str, float], dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for job in jobs:
-        config = yaml.safe_load((Path(job["run"]) / "config.yaml").read_text())
+        config = None
         for model, summary in job["results"]["summary"].items():
             method = REGISTRY.get(model)
             versus = summary.get("vs_oracle", {})
             if method is None or method.tradeoff_knob is None or "BTA" not in versus:
                 continue
+            config = config or yaml.safe_load((Path(job["run"]) / "config.yaml").read_text())
             sample = samples[(model, knob_value(config, method.tradeoff_knob))]
             sample["bta"].append(versus["BTA"]["psnr"])
             sample["kta"].append(versus["KTA"]["psnr"])

@@ -309,9 +309,9 @@ def _reference(plan: CompositionPlan) -> State | None:
     return _load(path)
 
 
-# The ClientApp's evaluate handler itself, under the wrapper that resolves a site from a Flower Context and turns
+# The ClientApp's own evaluate handler, without the wrapper that resolves a site from a Flower Context and turns
 # exceptions into error replies: here the runtime is built from the run folder, and an exception must surface.
-_EVALUATE: Callable[[Message, SiteRuntime], Message] = client_app.evaluate_model.__wrapped__
+_EVALUATE: Callable[[Message, SiteRuntime], Message] = client_app.evaluation_reply
 
 
 def score_at_sites(cfg: ExperimentConfig, results: Mapping[str, Any], audit: Mapping[str, Any], state: State,
