@@ -25,9 +25,11 @@ from fedforget.unlearning.pga import reference_model
 pytestmark = pytest.mark.slow
 
 EQUIVALENCE_METHODS = list(REGISTRY)
-# Every local form: parallel two-party rounds, guide + mover rounds, a ball, distillation (one-party ga / ga_l1 / nl
-# run the code paths of the ascent and penalty terms here, and are covered Flower-free in test_local_unlearning).
-LOCAL_METHODS = ["ft", "ga_l1_ft", "nl_ft", "bad_teacher", "grad_surgery", "pga"]
+# Every local form: parallel two-party rounds, guide + mover rounds, a ball, distillation, a pruning mask and a
+# teacher travelling with the rounds (one-party ga / ga_l1 / nl run the code paths of the ascent and penalty terms
+# here, and are covered Flower-free in test_local_unlearning).
+LOCAL_METHODS = ["ft", "ga_l1_ft", "nl_ft", "bad_teacher", "grad_surgery", "pga", "activation_pruning",
+                 "soft_relabel"]
 STEPS, LOCAL_STEPS = 4, 2
 # Fewer evaluations than the smoke default (every step): these runs test weights and messages, not curves.
 RUN_ARGS = [f"unlearning.steps={STEPS}", f"unlearning.eval_every={STEPS}", "report.figures=false"]
