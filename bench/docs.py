@@ -51,6 +51,19 @@ MULTIRUNS = (
     ("unlearning-lr", "Unlearning learning rate",
      'fedforget run -m experiment=demo "unlearning.methods=[ga_l1_ft,nl_ft,grad_surgery,pga,ssd]" '
      "unlearning.lr=0.0001,0.0003,0.001", "How sensitive the step-based methods are to their learning rate."),
+    ("paper-methods-demo-3seeds", "Demo: the methods of papers 003/004 and two compositions",
+     'fedforget run -m experiment=demo "unlearning.methods=[ft,nl_ft,bad_teacher,grad_surgery,activation_pruning,'
+     'soft_relabel,boundary_relabel]" seed=0,1,2; per seed: fedforget compose <run> --models ft,grad_surgery '
+     "--weights 0.5,0.5 and --models soft_relabel,boundary_relabel --weights 1,1",
+     "Do activation pruning, soft relabelling, boundary relabelling or a composition forget the knee hospital "
+     "better than bad teacher and gradient surgery, at less cost to the brain hospitals?"),
+    ("tradeoff-seed0", "Trade-off curves: each method's knob",
+     "fedforget run experiment=tradeoff seed=0",
+     "Where along its forget/retain trade-off can each method be put, and which curve lies closest to the oracle?"),
+    ("paper-methods-poisoned-seed0", "`poisoned-site`: the methods of papers 003/004",
+     'fedforget run -m experiment=poisoned-site "unlearning.methods=[bad_teacher,grad_surgery,activation_pruning,'
+     'soft_relabel,boundary_relabel]" seed=0',
+     "Do the new methods remove a hospital's corrupted targets (artifact score against the oracle's)?"),
     ("poisoned-site-ft-steps", "`poisoned-site`: fine-tuning steps",
      "fedforget run -m experiment=poisoned-site unlearning.methods=[ft] unlearning.steps=...",
      "How many retain steps fine-tuning needs before the artifact fades."),
@@ -87,6 +100,8 @@ BENCHMARKS = (
      "Storage and compute of the round history for the 29.9 M-parameter VarNet."),
     ("history_knobs", ("history_knobs", "history_rounds_demo"), "History-based methods: knobs",
      "Each method's knobs on the demo (read with docs/history-unlearning.md)."),
+    ("paper_methods", ("paper_methods",), "Papers 003/004 methods against bad teacher and gradient surgery",
+     "Paired differences on both axes at defaults, and dominance along the trade-off curves (read in docs/results.md)."),
     ("history_trajectory", ("history_trajectory", "history_rounds_trajectory"),
      "History-based methods against the oracle's learning curve",
      "Each model against the oracle stopped at the same compute (read with docs/history-unlearning.md)."),
@@ -125,7 +140,38 @@ def results_page() -> str:
                       body, flags=re.M)  # figures that were not committed beside the summary
         parts += [f"## {title}", "", question, "", f"Command: `{command}`, then `fedforget report <multirun folder>`. "
                   f"Seeds per cell: {seeds}. Source: `bench/results/{folder}/`.", "", body.strip(), ""]
+    parts += dominance_section()
     return "\n".join(parts).rstrip() + "\n"
+
+
+def dominance_section() -> list[str]:
+    """``bench/results/paper_methods_dominance.json`` (``bench.paper_methods``) as tables and a verdict."""
+    path = RESULTS / "paper_methods_dominance.json"
+    if not path.is_file():
+        return []
+    record = _load(path)
+    lines = ["## Do the new methods or compositions dominate bad teacher and gradient surgery?", "",
+             "Better on both axes at once: BTA - oracle higher (retain quality) and |KTA - oracle| smaller (closer "
+             "to the retrained model on the forget site). At defaults: paired per-seed differences, candidate minus "
+             "baseline, 95 % t-interval; *dominates* only where both intervals exclude 0 in the candidate's favour.",
+             "", f"Command: `{record['command']}`. Measured {record['measured']}. Reading: {record['summary']}.", "",
+             "| candidate | baseline | seeds | BTA: candidate - baseline | abs(KTA - oracle): candidate - baseline "
+             "| verdict |", "|---|---|---|---|---|---|"]
+    for row in record["at_defaults"]:
+        lines.append(f"| {row['candidate']} | {row['baseline']} | {row['seeds']} | "
+                     f"{_signed(row['bta_minus_baseline'], row['bta_ci'])} | "
+                     f"{_signed(row['abs_kta_minus_baseline'], row['abs_kta_ci'])} | {row['verdict']} |")
+    if record.get("tradeoff_dominance"):
+        lines += ["", "Along the trade-off curves (one seed, point estimates): each baseline knob value and the "
+                  "new methods' knob values that beat it on both axes.", "",
+                  "| baseline point | BTA - oracle | KTA - oracle | beaten on both axes by |", "|---|---|---|---|"]
+        lines += [f"| {r['baseline']} | {r['bta']:+.2f} | {r['kta']:+.2f} | {', '.join(r['dominated_by']) or 'none'} |"
+                  for r in record["tradeoff_dominance"]]
+    return lines + [""]
+
+
+def _signed(mean: float, interval: list[float] | None) -> str:
+    return f"{mean:+.2f}" + (f" [{interval[0]:+.2f}, {interval[1]:+.2f}]" if interval else "")
 
 
 def _module_of(name: str) -> tuple[str, str, str] | None:
