@@ -39,7 +39,8 @@ def _job(tmp_path: Path, number: int, values: dict[str, float], differences: dic
         section, key = REGISTRY[method].tradeoff_knob.split(".")
         unlearning[section] = {key: value}
     (run / "config.yaml").write_text(yaml.safe_dump({"unlearning": unlearning}))
-    summary = {m: {"vs_oracle": {"BTA": {"psnr": b}, "KTA": {"psnr": k}}} for m, (b, k) in differences.items()}
+    summary = {m: {"vs_oracle": {"BTA": {"psnr": b, "psnr_ci": [b - 0.25, b + 0.25]}, "KTA": {"psnr": k}}}
+               for m, (b, k) in differences.items()}
     summary["oracle"] = {}
     return {"run": str(run), "results": {"summary": summary}}
 
@@ -54,7 +55,8 @@ def test_jobs_become_curves_ordered_by_knob_with_seed_means(tmp_path: Path) -> N
     low, high = curves["soft_relabel"]
     assert (low.value, high.value) == (0.01, 0.5)
     assert low.bta == pytest.approx(-2.5) and low.kta == pytest.approx(1.0) and low.seeds == 2
-    assert low.bta_ci[0] < -2.5 < low.bta_ci[1] and high.bta_ci is None
+    assert low.bta_ci[0] < -2.5 < low.bta_ci[1] and low.bta_ci != (-2.75, -2.25), "two seeds: a t-interval"
+    assert high.bta_ci == (-1.25, -0.75) and high.kta_ci is None, "one seed: its run's bootstrap interval"
     text = "\n".join(tradeoff_markdown(curves))
     assert "unlearning.soft_relabel.temperature" in text and "| 0.01 | -2.50 [" in text
 

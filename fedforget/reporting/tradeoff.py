@@ -3,7 +3,8 @@
 A method's knob is the config key its class names (``Method.tradeoff_knob``); a job's value is read
 from the job's own ``config.yaml``, so any multirun that varies a knob draws its curve, not only
 ``experiment=tradeoff``. Differences to the oracle are each seed's paired ones (results.json
-``summary.<model>.vs_oracle``), averaged over seeds with a 95 % t-interval.
+``summary.<model>.vs_oracle``), averaged over seeds with a 95 % t-interval; a single seed keeps its run's
+paired volume-bootstrap interval.
 """
 
 from __future__ import annotations
@@ -51,14 +52,23 @@ def tradeoff_points(jobs: list[dict[str, Any]]) -> dict[str, list[TradeoffPoint]
                 continue
             config = config or yaml.safe_load((Path(job["run"]) / "config.yaml").read_text())
             sample = samples[(model, knob_value(config, method.tradeoff_knob))]
-            sample["bta"].append(versus["BTA"]["psnr"])
-            sample["kta"].append(versus["KTA"]["psnr"])
+            for axis, part in (("bta", "BTA"), ("kta", "KTA")):
+                sample[axis].append(versus[part]["psnr"])
+                sample[f"{axis}_ci"].append(versus[part].get("psnr_ci"))
     curves: dict[str, list[TradeoffPoint]] = defaultdict(list)
     for (model, value), sample in sorted(samples.items()):
         curves[model].append(TradeoffPoint(
             model, str(REGISTRY[model].tradeoff_knob), value, _mean(sample["bta"]), _mean(sample["kta"]),
-            mean_interval(sample["bta"]), mean_interval(sample["kta"]), len(sample["bta"])))
+            _interval(sample["bta"], sample["bta_ci"]), _interval(sample["kta"], sample["kta_ci"]),
+            len(sample["bta"])))
     return {model: points for model, points in curves.items() if len(points) > 1}
+
+
+def _interval(values: list[float], bootstraps: list[list[float] | None]) -> tuple[float, float] | None:
+    """Over seeds, the t-interval of the mean; from one seed, that run's paired volume-bootstrap interval."""
+    if len(values) == 1 and bootstraps[0] is not None:
+        return float(bootstraps[0][0]), float(bootstraps[0][1])
+    return mean_interval(values)
 
 
 def _mean(values: list[float]) -> float:
