@@ -21,9 +21,12 @@ import typing
 from pathlib import Path
 from typing import Any
 
+from fedforget.configs.atomic import atomic_write_text
 from fedforget.configs.schema import ExperimentConfig
 
 CONFIG_DIR = Path(__file__).resolve().parent
+# Memo files are written by many processes at once (one per message on a SuperNode): one temporary name each.
+_MEMO_TEMP = ".{name}.{pid}"
 _CODE_FINGERPRINT: list[str] = []
 
 
@@ -71,12 +74,22 @@ def read_composed(experiment: str, overrides: str) -> ExperimentConfig | None:
 
 def write_composed(experiment: str, overrides: str, cfg: ExperimentConfig) -> None:
     """Remember a composed, validated experiment (atomically; a read-only cache only costs the memo)."""
-    path = composed_path(experiment, overrides)
+    write_memo(composed_path(experiment, overrides), dataclasses.asdict(cfg))
+
+
+def read_memo(path: Path) -> dict:
+    """A JSON object kept by :func:`write_memo`, or ``{}`` when there is none (or it cannot be read back)."""
+    try:
+        memo = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return memo if isinstance(memo, dict) else {}
+
+
+def write_memo(path: Path, memo: Any) -> None:
+    """Keep ``memo`` as compact JSON at ``path``, atomically; a read-only cache only costs the memo."""
     with contextlib.suppress(OSError):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}")
-        tmp.write_text(json.dumps(dataclasses.asdict(cfg)))
-        os.replace(tmp, path)
+        atomic_write_text(path, json.dumps(memo), temp=_MEMO_TEMP)
 
 
 def from_plain(cls: type, data: Any) -> Any:

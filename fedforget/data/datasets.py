@@ -8,11 +8,9 @@ SliceDataset turns a stray or broken file into a bare h5py traceback.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import json
-import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,7 +22,7 @@ from fastmri.data import SliceDataset
 from fastmri.data.subsample import MaskFunc
 from fastmri.data.transforms import VarNetDataTransform, VarNetSample
 
-from fedforget.configs.cache import cache_root
+from fedforget.configs.cache import cache_root, read_memo, write_memo
 from fedforget.recon.hdf5io import DataFileError, VolumeInfo, check_slice_values, validate_folder
 from fedforget.recon.poison import poison_target
 
@@ -75,10 +73,10 @@ class CachedSliceDataset(SliceDataset):
 
     def __init__(self, root: Path, transform: VarNetDataTransform, cache: bool, check_values: bool = False) -> None:
         memo_path = _memo_path("slice-metadata", Path(root))
-        self._metadata_memo, self._metadata_seen = _read_memo(memo_path), {}
+        self._metadata_memo, self._metadata_seen = read_memo(memo_path), {}
         super().__init__(root=root, challenge="multicoil", transform=transform)  # calls _retrieve_metadata
         if self._metadata_seen != self._metadata_memo:
-            _write_memo(memo_path, self._metadata_seen)
+            write_memo(memo_path, self._metadata_seen)
         self.cache = cache
         self.check_values = check_values
         self._raw: dict[int, tuple] = {}
@@ -176,22 +174,6 @@ def _memo_path(kind: str, folder: Path) -> Path:
     return cache_root() / kind / f"{hashlib.sha1(str(folder.resolve()).encode()).hexdigest()}.json"
 
 
-def _read_memo(path: Path) -> dict:
-    try:
-        memo = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return memo if isinstance(memo, dict) else {}
-
-
-def _write_memo(path: Path, memo: dict) -> None:
-    with contextlib.suppress(OSError):  # a read-only home only costs the memo
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}")
-        tmp.write_text(json.dumps(memo))
-        os.replace(tmp, path)
-
-
 def _file_key(path: Path) -> list[int]:
     stat = path.stat()
     return [stat.st_size, stat.st_mtime_ns]
@@ -205,7 +187,7 @@ def validated_volumes(folder: Path, scan_kspace: bool) -> list[VolumeInfo]:
     """
     folder = Path(folder)
     memo_path = _memo_path("validated", folder)
-    memo = _read_memo(memo_path)
+    memo = read_memo(memo_path)
     entries = sorted(folder.iterdir()) if folder.is_dir() else []
     known = [memo.get(p.name) for p in entries]
     if entries and all(m and m["key"] == _file_key(p) and (m["scanned"] or not scan_kspace)
@@ -216,7 +198,7 @@ def validated_volumes(folder: Path, scan_kspace: bool) -> list[VolumeInfo]:
     memo = {info.path.name: {"key": _file_key(info.path), "scanned": scan_kspace,
                              "info": {k: v for k, v in dataclasses.asdict(info).items() if k != "path"}}
             for info in infos}
-    _write_memo(memo_path, memo)
+    write_memo(memo_path, memo)
     return infos
 
 
@@ -231,12 +213,8 @@ def file_sha256(path: Path) -> str:
     Real volumes are hundreds of MB: a site hashes each file it uses once, not on every run.
     """
     path = Path(path)
-    folder = path.parent.resolve()
-    memo_path = cache_root() / "sha256" / f"{hashlib.sha1(str(folder).encode()).hexdigest()}.json"
-    try:
-        memo = json.loads(memo_path.read_text())
-    except (OSError, ValueError):
-        memo = {}
+    memo_path = _memo_path("sha256", path.parent)
+    memo = read_memo(memo_path)
     key = _file_key(path)
     known = memo.get(path.name)
     if known and known["key"] == key:
@@ -246,11 +224,7 @@ def file_sha256(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 22), b""):
             digest.update(block)
     memo[path.name] = {"key": key, "sha256": digest.hexdigest()}
-    with contextlib.suppress(OSError):
-        memo_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = memo_path.with_name(f".{memo_path.name}.{os.getpid()}")
-        tmp.write_text(json.dumps(memo))
-        os.replace(tmp, memo_path)
+    write_memo(memo_path, memo)
     return digest.hexdigest()
 
 

@@ -1,15 +1,15 @@
-"""Model checkpoints and result files, written atomically (temp file + rename)."""
+"""Model checkpoints, written atomically (``configs.atomic``: temp file + rename)."""
 
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from fedforget.configs.atomic import atomic_torch_save
 from fedforget.recon.models import VarNetShape
 
 State = dict[str, torch.Tensor]
@@ -27,11 +27,8 @@ _CASCADE_UNET, _SENS_UNET = "cascades.0.model.unet.", "sens_net.norm_unet.unet."
 def save_checkpoint(path: Path, state: State, meta: dict[str, Any]) -> str:
     """Save a model state with metadata atomically; returns the state's SHA-256."""
     digest = state_sha256(state)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"state_dict": {k: v.detach().cpu() for k, v in state.items()},
-                "meta": {**meta, "sha256": digest}}, tmp)
-    os.replace(tmp, path)
+    atomic_torch_save(path, {"state_dict": {k: v.detach().cpu() for k, v in state.items()},
+                             "meta": {**meta, "sha256": digest}})
     return digest
 
 

@@ -1,34 +1,21 @@
-"""Atomic file writes (temp file + rename): a reader sees the old file or the complete new one.
+"""Atomic file writes: :mod:`fedforget.configs.atomic` under the import path recon's callers used first.
 
-In the bottom package so that every layer (recon's own writers included) shares one implementation.
+The implementation moved to ``configs`` (the bottom layer) so that ``configs`` itself can use it;
+this module only re-exports it.
 """
 
 from __future__ import annotations
 
-import json
-import os
-from pathlib import Path
-from typing import Any
+from fedforget.configs.atomic import (  # noqa: F401 (re-exported)
+    TEMP,
+    atomic_torch_save,
+    atomic_write,
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    replace_with,
+    temp_path,
+)
 
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` so that ``path`` is either the old file or the complete new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-
-
-def atomic_write_json(path: Path, payload: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(payload, indent=2, sort_keys=False, default=_json_default) + "\n").encode())
-
-
-def _json_default(value: Any) -> Any:
-    if hasattr(value, "item"):
-        return value.item()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"cannot write {type(value).__name__} to JSON")
+__all__ = ["TEMP", "temp_path", "atomic_write", "atomic_write_bytes", "atomic_write_text", "atomic_write_json",
+           "atomic_torch_save", "replace_with"]

@@ -3,8 +3,8 @@
 Every function renders off-screen (an explicit Agg canvas on a
 ``matplotlib.figure.Figure``; pyplot is never imported, so no display is
 needed, no global backend is switched and no figure outlives its call) and
-writes a PNG atomically: a hidden temporary file in the destination folder,
-then ``os.replace``, so a report never links a half-written image.
+writes a PNG atomically (``configs.atomic``: a hidden temporary file in the
+destination folder, then a rename), so a report never links a half-written image.
 
 Inputs are plain arrays and the dictionaries of ``results.json``, so the
 figures can be re-rendered from a finished run folder.
@@ -13,7 +13,6 @@ figures can be re-rendered from a finished run folder.
 from __future__ import annotations
 
 import math
-import os
 import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -28,6 +27,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
+from fedforget.configs.atomic import atomic_write
 from fedforget.recon.metrics import volume_metrics
 
 __all__ = ["reconstruction_grid", "method_comparison_chart", "frontier_chart", "sweep_curve", "save_figure"]
@@ -47,16 +47,8 @@ _ERROR_PERCENTILE = 99.5
 
 def save_figure(fig: Figure, path: Path) -> Path:
     """Writes ``fig`` to ``path`` as PNG, atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
     FigureCanvasAgg(fig)
-    try:
-        fig.savefig(tmp, format="png", dpi=_DPI)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return atomic_write(Path(path), lambda tmp: fig.savefig(tmp, format="png", dpi=_DPI), temp=".{name}.tmp")
 
 
 def _image(name: str, array: np.ndarray, shape: tuple[int, ...] | None) -> np.ndarray:
