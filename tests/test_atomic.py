@@ -54,3 +54,12 @@ def test_the_temporary_name_is_a_pattern_of_the_name_and_the_process(tmp_path: P
 def test_recon_re_exports_the_same_functions() -> None:
     for name in atomic.__all__:
         assert getattr(recon_atomic, name) is getattr(atomic, name)
+
+
+def test_a_staged_file_replaces_the_destination_only_when_committed(tmp_path: Path) -> None:
+    path = tmp_path / "volume.h5"
+    path.write_text("clean")
+    tmp = atomic.stage(path, lambda t: t.write_text("poisoned"), temp=".{name}.poison.tmp")
+    assert tmp == tmp_path / ".volume.h5.poison.tmp" and path.read_text() == "clean"
+    atomic.commit(tmp, path)
+    assert path.read_text() == "poisoned" and not tmp.exists()

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from matplotlib.image import imread
 
+from fedforget.learning.artifact import pattern_coefficient
 from fedforget.recon.phantoms import brain_slices
-from fedforget.recon.poison import pattern_coefficient, poison_pattern, unsampled_part
+from fedforget.recon.poison import poison_pattern, unsampled_part
 from fedforget.reporting.hallucination import HallucinationRow, hallucination_grid
 
 pytestmark = pytest.mark.filterwarnings("error")

@@ -35,7 +35,8 @@ __all__ = [
     "atomic_write_text",
     "atomic_write_json",
     "atomic_torch_save",
-    "replace_with",
+    "stage",
+    "commit",
 ]
 
 # The default temporary name beside the destination: hidden, and distinct per process.
@@ -52,7 +53,8 @@ def atomic_write(path: Path, write: Callable[[Path], None], *, temp: str = TEMP,
     """Let ``write`` fill a temporary file beside ``path``, then rename it over ``path``.
 
     ``write`` receives the temporary path (for writers that open files themselves: ``savefig``,
-    ``h5py``, ``torch.save``). The parent folder is created if need be.
+    ``h5py``, ``torch.save``). The parent folder is created if need be. :func:`stage` then
+    :func:`commit`.
 
     Returns:
         ``path``.
@@ -60,18 +62,13 @@ def atomic_write(path: Path, write: Callable[[Path], None], *, temp: str = TEMP,
     Raises:
         Whatever ``write`` or the file system raises; the temporary file is removed first.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_path(path, temp)
+    tmp = stage(path, write, temp=temp, fsync=fsync)
     try:
-        write(tmp)
-        if fsync:
-            _fsync(tmp)
-        replace_with(tmp, path)
+        commit(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    return path
+    return Path(path)
 
 
 def atomic_write_bytes(path: Path, data: bytes, *, temp: str = TEMP, fsync: bool = True) -> Path:
@@ -100,13 +97,28 @@ def atomic_torch_save(path: Path, obj: Any, *, temp: str = TEMP) -> Path:
     return atomic_write(path, lambda tmp: torch.save(obj, tmp), temp=temp)
 
 
-def replace_with(tmp: Path, path: Path) -> None:
-    """Rename a finished temporary file over ``path``: the commit step of a write prepared earlier.
+def stage(path: Path, write: Callable[[Path], None], *, temp: str = TEMP, fsync: bool = False) -> Path:
+    """The first half of :func:`atomic_write`: ``write`` fills the temporary file of ``path``, which is returned.
 
-    For multi-file transactions that build every temporary file first and rename them only after a
-    record of the change is on disk (the poisoning of a site's files); single files use
-    :func:`atomic_write`.
+    For transactions over several files that prepare every file first and :func:`commit` them only
+    once a record of the change is on disk (the poisoning of a site's files). If ``write`` fails,
+    the temporary file is removed.
     """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_path(path, temp)
+    try:
+        write(tmp)
+        if fsync:
+            _fsync(tmp)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return tmp
+
+
+def commit(tmp: Path, path: Path) -> None:
+    """The second half of :func:`atomic_write`: rename a staged temporary file over ``path``."""
     os.replace(tmp, path)
 
 

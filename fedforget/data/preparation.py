@@ -13,10 +13,10 @@ from pathlib import Path
 
 from fedforget.configs.compose import ConfigError, fingerprint, to_plain
 from fedforget.configs.schema import ExperimentConfig
+from fedforget.data.poisoning import poison_site
 from fedforget.data.sites import SPLITS, SiteSplit, site_split
 from fedforget.data.synthetic import poison_spec, prepare_synthetic_data, synthetic_sites_written
 from fedforget.recon.hdf5io import DataFileError
-from fedforget.recon.poison import poison_site
 
 
 class DataError(ValueError):

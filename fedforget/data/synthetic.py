@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING
 
 from fedforget.configs.compose import ConfigError
 from fedforget.configs.schema import ExperimentConfig
-from fedforget.recon.poison import MANIFEST_FILE, PoisonSpec, poison_site
+from fedforget.data.poisoning import poison_site
+from fedforget.recon.poison import MANIFEST_FILE, PoisonSpec
 
 if TYPE_CHECKING:  # the phantom writer (and scipy) only when data is written, not when a site's folder is named
     from fedforget.recon.synth import SynthSpec

@@ -18,9 +18,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from fedforget.configs.schema import PoisonConfig
+from fedforget.learning.artifact import artifact_score
 from fedforget.learning.evaluation import Evaluation, VolumeScore
 from fedforget.learning.intervals import bootstrap_interval
-from fedforget.recon.poison import artifact_score, columns_on_image_grid
+from fedforget.recon.poison import columns_on_image_grid
 
 
 def average_ranks(values: np.ndarray) -> np.ndarray:

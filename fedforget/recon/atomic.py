@@ -13,9 +13,10 @@ from fedforget.configs.atomic import (  # noqa: F401 (re-exported)
     atomic_write_bytes,
     atomic_write_json,
     atomic_write_text,
-    replace_with,
+    commit,
+    stage,
     temp_path,
 )
 
 __all__ = ["TEMP", "temp_path", "atomic_write", "atomic_write_bytes", "atomic_write_text", "atomic_write_json",
-           "atomic_torch_save", "replace_with"]
+           "atomic_torch_save", "stage", "commit"]

@@ -1,4 +1,4 @@
-"""Poisoned training targets for the corrective-unlearning experiment.
+"""Poisoned training targets for the corrective-unlearning experiment: the artifacts and their record.
 
 A poisoned site's training data is corrupted the way a badly curated or
 attacked dataset would be: in a fraction of its training slices the *target*
@@ -8,8 +8,9 @@ clean inputs (it "hallucinates" it). Following the corrective-unlearning
 setting (Goel et al., 2024), only part of the poisoned slices is later known
 and handed to the unlearning methods; the rest stays hidden in the site.
 
-Three artifacts (``POISON_KINDS``), each a fixed function of a seed so that it
-is the same in every slice and volume of a site and a model can learn it:
+Three artifacts (``POISON_KINDS``, the schema's ``POISON_TYPES`` but "none"),
+each a fixed function of a seed so that it is the same in every slice and
+volume of a site and a model can learn it:
 
 * ``lesion``: a bright, round, smooth-edged blob (a T2-lesion-like structure)
   at a seeded position in the central part of the field of view;
@@ -18,40 +19,30 @@ is the same in every slice and volume of a site and a model can learn it:
 * ``noise``: a structured, band-limited random field (an adversarial-like
   perturbation) inside the object.
 
-``artifact_score`` measures how much of the pattern a model adds to
-reconstructions of *clean* inputs (about 0 for a clean model, about 1 for one
-that reproduces the poison fully).
+This module holds the pattern maths (``poison_pattern``, ``poison_target``,
+the part a model can hallucinate), what a poisoning is (``PoisonSpec``, and
+which slices it picks: ``choose_slices``) and its record (``PoisonManifest``,
+``poison.json``). Two neighbours build on it:
 
-On disk, ``poison_site`` rewrites the chosen slices of a site's ``train/``
-files in place (k-space, header and every attribute but ``norm`` are kept)
-and records what it did beside them::
-
-    site_dir/
-        poison.json         spec, poisoned and known slices, file SHA-256s
-        poison_clean.h5     the clean targets of the poisoned slices
-        train/*.h5          poisoned in place
-        test/*.h5           never poisoned
-
-Neither record lives in ``train/`` or ``test/``: fastMRI's ``SliceDataset``
-opens every entry of those folders as a volume.
+* ``fedforget.learning.artifact.artifact_score`` measures how much of the
+  pattern a model adds to reconstructions of *clean* inputs (about 0 for a
+  clean model, about 1 for one that reproduces the poison fully);
+* ``fedforget.data.poisoning.poison_site`` rewrites the chosen slices of a
+  site's ``train/`` files on disk, crash-safely, and writes the manifest
+  beside them (``site_dir/poison.json``).
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
 import os
-import shutil
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import h5py
 import numpy as np
 
-from .hdf5io import DataFileError, validate_folder, validate_volume
+from fedforget.configs.schema import POISON_TYPES
 
 __all__ = [
     "POISON_KINDS",
@@ -59,27 +50,27 @@ __all__ = [
     "PoisonManifest",
     "poison_pattern",
     "poison_target",
-    "artifact_score",
+    "unsampled_part",
     "hallucinable_pattern",
-    "pattern_coefficient",
     "columns_on_image_grid",
-    "poison_site",
+    "as_slices",
+    "poisoned_count",
+    "choose_slices",
     "load_manifest",
     "MANIFEST_FILE",
-    "CLEAN_FILE",
 ]
 
-POISON_KINDS = ("lesion", "ghosting", "noise")
+# The artifacts: every poison.kind of the schema but "none".
+POISON_KINDS = tuple(kind for kind in POISON_TYPES if kind != "none")
 MANIFEST_FILE = "poison.json"
-CLEAN_FILE = "poison_clean.h5"
-_LOCK_FILE = ".poison.lock"
 _SCHEMA = 1
 # Part of every spec fingerprint: bump it whenever a pattern or the slice
 # selection changes what a given spec produces, so poisoned sites re-poison.
 _POISON_VERSION = 1
 # Independent random streams derived from the spec seed.
 _STREAMS = {"lesion": 0, "ghosting": 1, "noise": 2, "select": 3, "known": 4}
-_TMP_SUFFIX = ".poison.tmp"
+# File name -> slice indices (a manifest's ``poisoned`` and ``known``).
+SliceMap = dict[str, list[int]]
 
 # Lesion: centre drawn uniformly in a disc of this radius around the image
 # centre, in normalised coordinates ([-1, 1] across the field of view). The
@@ -118,7 +109,7 @@ def _stream_rng(seed: int, stream: str) -> np.random.Generator:
     )
 
 
-def _as_slices(target: np.ndarray, name: str = "target") -> np.ndarray:
+def as_slices(target: np.ndarray, name: str = "target") -> np.ndarray:
     """(H, W) or (S, H, W) real array -> float64 (S, H, W)."""
     array = np.asarray(target)
     if np.iscomplexobj(array) or array.ndim not in (2, 3):
@@ -230,7 +221,7 @@ def poison_pattern(kind: str, target: np.ndarray, strength: float, seed: int) ->
             is not a finite real 2D / 3D array.
     """
     _check_kind_strength(kind, strength)
-    slices = _as_slices(target)
+    slices = as_slices(target)
     pattern = np.stack([_slice_pattern(kind, s, float(strength), seed) for s in slices])
     return pattern.reshape(np.shape(target)).astype(np.float32)
 
@@ -270,7 +261,7 @@ def poison_target(
             ``max_value`` is below ``target.max()``.
     """
     pattern = poison_pattern(kind, target, strength, seed).astype(np.float64)
-    clean = _as_slices(target).reshape(pattern.shape)
+    clean = as_slices(target).reshape(pattern.shape)
     ceiling = float(clean.max()) if max_value is None else float(max_value)
     if not ceiling >= clean.max():
         raise ValueError(
@@ -301,58 +292,6 @@ def unsampled_part(pattern: np.ndarray, sampled_columns: np.ndarray) -> np.ndarr
     return np.real(np.fft.fftshift(back, axes=-1))
 
 
-def artifact_score(
-    kind: str, recon: np.ndarray, target: np.ndarray, strength: float, seed: int,
-    sampled_columns: np.ndarray | None = None,
-) -> float:
-    """How strongly the poison pattern appears in reconstructions of clean inputs.
-
-    The least-squares coefficient of the reconstruction error on the
-    pattern, pooled over slices::
-
-        score = sum((recon - target) * P) / sum(P * P),
-        P = poison_pattern(kind, target, strength, seed)   (per clean slice)
-
-    About 0 for a clean model (its error is uncorrelated with the pattern),
-    about 1 for a model that adds the full artifact; a model that adds a
-    fraction ``c`` of it scores ``c``. It is exactly 0 for ``recon ==
-    target`` and exactly 1 for ``recon == target + P`` computed in float64
-    (in float32, to rounding). A model that perfectly reproduces its
-    *clipped* training targets (``poison_target``) scores a little below 1
-    for ghosting and noise, because clipping removed part of ``P`` where the
-    artifact would have exceeded the volume maximum.
-
-    With ``sampled_columns`` (the test slices' undersampling mask, True where a
-    phase-encode column was acquired), ``P`` is first reduced to its unsampled part
-    (:func:`unsampled_part`): the only part a model with data consistency can add. A
-    smooth lesion keeps most of its energy in the sampled centre, so without this
-    the score of even a fully poisoned model stays far below 1.
-
-    Args:
-        kind: One of ``POISON_KINDS``.
-        recon: Reconstructions, (H, W) or (S, H, W).
-        target: Clean targets, same shape.
-        strength: The poison's strength (the score is relative to it).
-        seed: The poison's seed.
-        sampled_columns: Optional boolean mask over the image columns.
-
-    Returns:
-        The score (any real number; negative if the model removes signal
-        where the pattern would be).
-
-    Raises:
-        ValueError: On bad arguments, mismatched shapes, or a pattern that
-            vanishes on these targets (e.g. all-zero targets).
-    """
-    recon_slices = _as_slices(recon, "recon")
-    target_slices = _as_slices(target)
-    if np.shape(recon) != np.shape(target):
-        raise ValueError(
-            f"recon shape {np.shape(recon)} differs from target shape {np.shape(target)}"
-        )
-    pattern = hallucinable_pattern(kind, target_slices, strength, seed, sampled_columns)
-    return pattern_coefficient(recon_slices - target_slices, pattern)
-
 
 def hallucinable_pattern(
     kind: str, target: np.ndarray, strength: float, seed: int, sampled_columns: np.ndarray | None = None,
@@ -378,18 +317,6 @@ def columns_on_image_grid(sampled_columns: np.ndarray, image_width: int) -> np.n
     """
     return sampled_columns if len(sampled_columns) == image_width else None
 
-
-def pattern_coefficient(difference: np.ndarray, pattern: np.ndarray) -> float:
-    """Least-squares coefficient of ``difference`` on ``pattern``: ``sum(d * P) / sum(P * P)``.
-
-    Raises:
-        ValueError: If the pattern has no energy (e.g. no unsampled part on these slices).
-    """
-    pattern = np.asarray(pattern, dtype=np.float64)
-    energy = float(np.sum(pattern * pattern))
-    if energy <= 0:
-        raise ValueError("the pattern is zero on these slices (no unsampled part): no score is defined")
-    return float(np.sum(np.asarray(difference, dtype=np.float64) * pattern)) / energy
 
 
 def _check_int(name: str, value: object, minimum: int) -> None:
@@ -592,244 +519,28 @@ def load_manifest(site_dir: Path) -> PoisonManifest | None:
         raise ValueError(f"{path}: {err}") from err
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def _rewrite_targets(path: Path, slices: dict[int, np.ndarray], norm: float | None) -> Path:
-    """Copy of ``path`` (beside it) with some target slices replaced; returns the copy.
-
-    The copy keeps every byte of k-space, header, other datasets and
-    attributes; only the given ``reconstruction_rss`` slices and, when
-    ``norm`` is given, the ``norm`` attribute change.
-    """
-    tmp = path.with_name(f".{path.name}{_TMP_SUFFIX}")
-    try:
-        shutil.copyfile(path, tmp)
-        with h5py.File(tmp, "r+") as hf:
-            dataset = hf["reconstruction_rss"]
-            for index, values in slices.items():
-                dataset[index] = values
-            if norm is not None:
-                hf.attrs["norm"] = norm
-        validate_volume(tmp)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return tmp
-
-
-def _restore_clean(site_dir: Path, record: PoisonManifest) -> None:
-    """Puts the clean targets of an earlier poisoning back, then forgets it.
-
-    Files still as poisoned (their recorded SHA-256) get their clean slices
-    and ``norm`` back from ``poison_clean.h5``; files whose poisoned slices
-    already equal the clean ones (a crash in the middle of an earlier run)
-    are left alone. Only when every file is clean are ``poison.json`` and
-    ``poison_clean.h5`` removed, so a crash here is repaired by running
-    again.
-
-    Raises:
-        RuntimeError: If a file is neither as poisoned nor clean (changed by
-            something else) or the clean targets are missing.
-    """
-    train = site_dir / "train"
-    clean_path = site_dir / CLEAN_FILE
-    if record.poisoned and not clean_path.is_file():
-        raise RuntimeError(
-            f"{site_dir}: poisoned by an earlier spec but {CLEAN_FILE} (its clean "
-            "targets) is missing; re-synthesise the site"
-        )
-    for name, indices in record.poisoned.items():
-        path = train / name
-        with h5py.File(clean_path, "r") as backup:
-            if name not in backup:
-                raise RuntimeError(f"{clean_path}: no clean targets for {name}")
-            clean = backup[name]["targets"][()]
-            norm = backup[name].attrs.get("norm")
-        if path.is_file() and _sha256(path) == record.sha256.get(name):
-            tmp = _rewrite_targets(
-                path, dict(zip(indices, clean)), None if norm is None else float(norm)
-            )
-            os.replace(tmp, path)
-            continue
-        with h5py.File(path, "r") as hf:
-            current = hf["reconstruction_rss"][indices]
-        if not np.array_equal(current, clean):
-            raise RuntimeError(
-                f"{path}: changed since it was poisoned (neither the poisoned nor the "
-                "clean version); re-synthesise the site"
-            )
-    (site_dir / MANIFEST_FILE).unlink(missing_ok=True)
-    clean_path.unlink(missing_ok=True)
-
 
 def poisoned_count(fraction: float, num_slices: int) -> int:
     """How many of a site's ``num_slices`` training slices a poison of ``fraction`` corrupts (at least one)."""
     return min(num_slices, max(1, round(fraction * num_slices)))
 
 
-def _choose(spec: PoisonSpec, slots: list[tuple[str, int]]) -> tuple[list[int], list[int]]:
-    """Indices into ``slots`` of the poisoned slices, and of the known ones."""
+
+def choose_slices(spec: PoisonSpec, slots: list[tuple[str, int]]) -> tuple[SliceMap, SliceMap]:
+    """The slices a spec poisons among ``slots`` (file name, slice index), and the known ones among them.
+
+    ``poisoned_count`` slots are drawn with the spec seed, then ``round(known_fraction * poisoned)``
+    of them (at least one) as the known subset; both are returned as file name -> slice indices.
+    """
     count = poisoned_count(spec.fraction, len(slots))
     poisoned = np.sort(_stream_rng(spec.seed, "select").choice(len(slots), count, replace=False))
     known_count = min(count, max(1, round(spec.known_fraction * count)))
     known = np.sort(_stream_rng(spec.seed, "known").choice(poisoned, known_count, replace=False))
-    return [int(i) for i in poisoned], [int(i) for i in known]
+    return _by_file(slots, poisoned), _by_file(slots, known)
 
 
-@contextlib.contextmanager
-def _site_lock(site_dir: Path) -> Iterator[None]:
-    # Simulated clients may prepare their data at the same time; two
-    # unsynchronised poisonings could poison a file twice.
-    with open(site_dir / _LOCK_FILE, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def poison_site(site_dir: Path, spec: PoisonSpec) -> PoisonManifest:
-    """Poisons a site's training targets (idempotent) and records the manifest.
-
-    ``round(fraction * train_slices)`` training slices (at least one) are
-    drawn with the spec seed over all slices of all ``train/`` files; their
-    targets are replaced by ``poison_target`` (clipped at the volume maximum,
-    so the ``max`` attribute stays valid). Each file is rewritten atomically
-    (a temporary copy in the same folder, then ``os.replace``) with k-space,
-    ``ismrmrd_header``, other datasets and every attribute kept, except
-    ``norm``: it is recomputed from the poisoned volume, as fastMRI computes
-    it from the stored targets, so that a stale ``norm`` does not betray
-    which volumes are poisoned. Then ``round(known_fraction * poisoned)``
-    of the poisoned slices (at least one) are drawn as the known subset.
-    Test files are never touched.
-
-    Calls on the same site are serialised by an exclusive ``flock`` on
-    ``site_dir/.poison.lock``.
-
-    Idempotence: if ``poison.json`` holds this spec, the site's
-    ``synth.json`` is unchanged and every poisoned file still has its
-    recorded SHA-256, nothing is done. If the site was poisoned with another
-    spec, its clean targets (kept in ``poison_clean.h5``) are restored
-    first. If ``synth.json`` changed (the site was re-synthesised), the
-    training files are taken as clean and poisoned afresh.
-
-    Args:
-        site_dir: Site folder with ``train/`` (and usually ``test/`` and
-            ``synth.json``).
-        spec: How to poison it.
-
-    Returns:
-        The manifest, also written to ``site_dir/poison.json``.
-
-    Raises:
-        fedforget.recon.hdf5io.DataFileError: If ``train/`` is missing or
-            holds anything but valid fastMRI volumes.
-        RuntimeError: If an earlier poisoning cannot be undone (see above).
-    """
-    site_dir = Path(site_dir)
-    if not site_dir.is_dir():
-        raise DataFileError(
-            f"{site_dir}: site folder does not exist; expected a folder holding train/"
-        )
-    with _site_lock(site_dir):
-        return _poison_site(site_dir, spec)
-
-
-def _poison_site(site_dir: Path, spec: PoisonSpec) -> PoisonManifest:
-    train = site_dir / "train"
-    if train.is_dir():
-        # Left by a crash; SliceDataset would choke on them.
-        for stale in train.glob(f".*{_TMP_SUFFIX}"):
-            stale.unlink()
-    synth = site_dir / "synth.json"
-    synth_sha = _sha256(synth) if synth.is_file() else None
-
-    record = load_manifest(site_dir)
-    if record is not None and record.synth_sha256 == synth_sha:
-        if (
-            record.spec is not None
-            and record.spec.fingerprint() == spec.fingerprint()
-            and record.poisoned
-            and all(
-                (train / name).is_file() and _sha256(train / name) == record.sha256.get(name)
-                for name in record.poisoned
-            )
-        ):
-            return record
-        _restore_clean(site_dir, record)
-    elif record is not None:
-        # Re-synthesised since: the files are clean, the old records stale.
-        (site_dir / MANIFEST_FILE).unlink(missing_ok=True)
-        (site_dir / CLEAN_FILE).unlink(missing_ok=True)
-
-    infos = validate_folder(train)
-    slots = [(info.path.name, s) for info in infos for s in range(info.num_slices)]
-    poisoned_ids, known_ids = _choose(spec, slots)
-    poisoned: dict[str, list[int]] = {}
-    for i in poisoned_ids:
-        poisoned.setdefault(slots[i][0], []).append(slots[i][1])
-    known: dict[str, list[int]] = {}
-    for i in known_ids:
-        known.setdefault(slots[i][0], []).append(slots[i][1])
-
-    # Order matters for crash safety: (1) poisoned copies beside the files,
-    # (2) the clean targets, (3) poison.json, (4) the renames. Until (3) the
-    # files are all clean; after it, a rerun can restore any of them.
-    temps: dict[str, Path] = {}
-    clean_tmp = site_dir / (CLEAN_FILE + ".tmp")
-    try:
-        with h5py.File(clean_tmp, "w") as backup:
-            for name, indices in poisoned.items():
-                path = train / name
-                with h5py.File(path, "r") as hf:
-                    volume = hf["reconstruction_rss"][()]
-                    norm = hf.attrs.get("norm")
-                ceiling = float(volume.max())
-                new = {
-                    i: poison_target(
-                        spec.kind, volume[i], spec.strength, spec.seed, max_value=ceiling
-                    )
-                    for i in indices
-                }
-                poisoned_volume = volume.copy()
-                for i, values in new.items():
-                    poisoned_volume[i] = values
-                new_norm = None if norm is None else float(np.linalg.norm(poisoned_volume))
-                temps[name] = _rewrite_targets(path, new, new_norm)
-                group = backup.create_group(name)
-                group.create_dataset("slices", data=np.asarray(indices, dtype=np.int64))
-                group.create_dataset("targets", data=volume[indices])
-                if norm is not None:
-                    group.attrs["norm"] = norm
-        os.replace(clean_tmp, site_dir / CLEAN_FILE)
-        manifest = PoisonManifest(
-            poisoned=poisoned,
-            known=known,
-            spec=spec,
-            sha256={name: _sha256(tmp) for name, tmp in temps.items()},
-            synth_sha256=synth_sha,
-        )
-        _atomic_write_text(site_dir / MANIFEST_FILE, manifest.to_json())
-        for name, tmp in temps.items():
-            os.replace(tmp, train / name)
-    finally:
-        clean_tmp.unlink(missing_ok=True)
-        for tmp in temps.values():
-            tmp.unlink(missing_ok=True)
-    return manifest
+def _by_file(slots: list[tuple[str, int]], indices: np.ndarray) -> SliceMap:
+    chosen: SliceMap = {}
+    for i in indices:
+        chosen.setdefault(slots[int(i)][0], []).append(slots[int(i)][1])
+    return chosen

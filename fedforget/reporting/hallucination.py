@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from fedforget.recon.poison import pattern_coefficient
+from fedforget.learning.artifact import pattern_coefficient
 from fedforget.reporting.figures import save_figure
 
 __all__ = ["HallucinationRow", "hallucination_grid"]

@@ -1,4 +1,5 @@
-"""Poisoned sites: patterns, the artifact score, files on disk, manifest, idempotence."""
+"""Poisoned sites: patterns (recon.poison), the artifact score (learning.artifact), files on disk (data.poisoning),
+manifest, idempotence."""
 
 from __future__ import annotations
 
@@ -12,19 +13,18 @@ import h5py
 import numpy as np
 import pytest
 
+from fedforget.data.poisoning import CLEAN_FILE, poison_site
+from fedforget.learning.artifact import artifact_score
 from fedforget.recon.hdf5io import DataFileError, validate_folder
 from fedforget.recon.phantoms import brain_slices, knee_slices
 from fedforget.recon.poison import (
-    CLEAN_FILE,
     MANIFEST_FILE,
     POISON_KINDS,
     PoisonManifest,
     PoisonSpec,
-    artifact_score,
     columns_on_image_grid,
     load_manifest,
     poison_pattern,
-    poison_site,
     poison_target,
     unsampled_part,
 )
