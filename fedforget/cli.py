@@ -17,11 +17,12 @@ import sys
 from pathlib import Path
 
 from fedforget.configs.compose import ConfigError
+from fedforget.configs.schema import DEVICES, EQUISPACED_FRACTION, MASK_TYPES, MODEL_PRESETS
 
 # 0: completed with every requested method. 130 / 143: stopped by SIGINT / SIGTERM (resumable).
 EXIT_FAILED, EXIT_CONFIG, EXIT_DATA, EXIT_METHODS_MISSING = 1, 2, 3, 4
-MODEL_PRESETS = ("tiny", "small", "paper")
-MASK_TYPES = ("equispaced_fraction", "equispaced", "random")
+# The choices are the config's (model.preset, data.mask_type, federation.device).
+MODEL_CHOICES = tuple(MODEL_PRESETS)
 CONFIG_DIR_HELP = ("your own config folder (experiment/*.yaml, sites/*.yaml, ...), searched beside the package's "
                    "groups: experiment=NAME finds DIR/experiment/NAME.yaml")
 
@@ -60,12 +61,12 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
     evaluate.add_argument("--acceleration", type=int, default=8, help="undersampling factor (default 8)")
     evaluate.add_argument("--center-fraction", type=float, default=0.04,
                           help="fully sampled centre fraction (default 0.04)")
-    evaluate.add_argument("--mask-type", choices=MASK_TYPES, default="equispaced_fraction")
-    evaluate.add_argument("--model", choices=MODEL_PRESETS,
+    evaluate.add_argument("--mask-type", choices=MASK_TYPES, default=EQUISPACED_FRACTION)
+    evaluate.add_argument("--model", choices=MODEL_CHOICES,
                           help="the VarNet preset the checkpoint must have (default: read from the weights)")
     evaluate.add_argument("--json", type=Path, metavar="OUT", help="write the scores as JSON")
     evaluate.add_argument("--figure", type=Path, metavar="OUT.png", help="save a reconstruction grid of one slice")
-    evaluate.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    evaluate.add_argument("--device", choices=DEVICES, default="auto")
     evaluate.add_argument("--batch-size", type=int, default=4)
 
     compose = commands.add_parser("compose", help="merge a finished run's unlearned models as a weighted sum of "

@@ -13,13 +13,38 @@ import math
 from dataclasses import dataclass, field
 from typing import Dict, List
 
+# Names defined once (fedforget.configs.names), re-exported here: every module may import the schema.
+from fedforget.configs.names import (  # noqa: F401 (re-exported)
+    DATA_KINDS,
+    EQUISPACED,
+    EQUISPACED_FRACTION,
+    FASTMRI,
+    FEDERATED,
+    FINAL,
+    GHOSTING,
+    LESION,
+    MASK_TYPES,
+    NO_POISON,
+    NOISE,
+    ORACLE,
+    ORACLE_PHASE,
+    ORIGINAL,
+    POISON_TYPES,
+    RANDOM,
+    REFERENCE_MODELS,
+    SYNTHETIC,
+    TRAINING_PHASES,
+    UNLEARN,
+    ZERO_FILLED,
+    final_phase,
+    is_unlearn_phase,
+    unlearn_phase,
+)
+
 ANATOMIES = ("brain", "knee")
-DATA_KINDS = ("synthetic", "fastmri")
-MASK_TYPES = ("equispaced_fraction", "equispaced", "random")
 # A site's role in a removal, and the unlearning party it plays.
 FORGET, RETAIN = "forget", "retain"
 RETAIN_ACCESS = ("sites", "server")
-POISON_TYPES = ("none", "lesion", "ghosting", "noise")
 DEVICES = ("auto", "cpu", "cuda")
 # The unlearning registry's names, in its order (fedforget.unlearning.REGISTRY must match; a test checks).
 # Centralised methods carried into the federation: they start from the original and use the parties' data.
@@ -56,13 +81,13 @@ class DataConfig:
     starts with ``scan_values=true`` (a full read of every file a site uses).
     """
 
-    kind: str = "synthetic"
+    kind: str = SYNTHETIC
     root: str = field(default="data/synthetic", metadata=PATH)
     size: int = 64
     coils: int = 4
     slices_per_volume: int = 8
     noise_std: float = 0.01
-    mask_type: str = "equispaced_fraction"
+    mask_type: str = EQUISPACED_FRACTION
     acceleration: int = 8
     center_fraction: float = 0.04
     cache_slices: bool = True
@@ -73,7 +98,7 @@ class DataConfig:
         if not self.root:
             raise ValueError(f"config value data.root is empty: data.kind={self.kind} needs "
                              + ("data.root=/path/to/fastmri (the folder holding each site's train_dir/test_dir)"
-                                if self.kind == "fastmri" else "a folder for the synthetic sites"))
+                                if self.kind == FASTMRI else "a folder for the synthetic sites"))
         _require(self.size >= 16, "data.size", self.size, "an image size >= 16")
         _require(self.coils >= 1, "data.coils", self.coils, "a coil count >= 1")
         _require(self.slices_per_volume >= 1, "data.slices_per_volume", self.slices_per_volume, ">= 1")
@@ -92,7 +117,7 @@ class PoisonConfig:
     set, the rest stay hidden in the site's data. The pattern is seeded by ``seed``.
     """
 
-    kind: str = "none"
+    kind: str = NO_POISON
     site: str = ""
     fraction: float = 0.5
     known_fraction: float = 0.5
@@ -107,7 +132,7 @@ class PoisonConfig:
 
     @property
     def active(self) -> bool:
-        return self.kind != "none"
+        return self.kind != NO_POISON
 
 
 @dataclass
@@ -271,7 +296,7 @@ class FaultConfig:
     """
 
     site: str = ""
-    phase: str = "federated"
+    phase: str = FEDERATED
     round: int = 0
     rounds: int = 1
     mode: str = "exit"

@@ -17,6 +17,7 @@ import torch
 from fastmri.data.subsample import MaskFunc
 from torch import nn
 
+from fedforget.configs.schema import EQUISPACED_FRACTION, ZERO_FILLED
 from fedforget.data.datasets import CachedSliceDataset, collate, open_split
 from fedforget.learning.checkpoints import CheckpointError, load_checkpoint, varnet_shape_of
 from fedforget.learning.evaluation import Evaluation, evaluate, evaluate_zero_filled, zero_filled
@@ -30,7 +31,7 @@ from fedforget.recon.models import VarNetShape, build_varnet, varnet_preset
 class MaskSetting:
     """The undersampling to score under; the default is the papers' 8x / 0.04 equispaced_fraction."""
 
-    mask_type: str = "equispaced_fraction"
+    mask_type: str = EQUISPACED_FRACTION
     acceleration: int = 8
     center_fraction: float = 0.04
 
@@ -108,7 +109,7 @@ class CheckpointScore:
         return {"checkpoint": str(self.checkpoint), "folder": str(self.folder), "model": self.model_name,
                 "shape": asdict(self.shape), "mask": asdict(self.mask), "volumes": self.model.volumes,
                 "slices": self.model.slices, "scores": {self.model_name: scores(self.model),
-                                                        "zero_filled": scores(self.zero_filled)}}
+                                                        ZERO_FILLED: scores(self.zero_filled)}}
 
 
 def open_folder(folder: Path, mask: MaskSetting) -> CachedSliceDataset:

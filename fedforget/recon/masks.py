@@ -9,16 +9,16 @@ from fastmri.data.subsample import (
     RandomMaskFunc,
 )
 
+# The mask types are the config's (data.mask_type); "equispaced_fraction" is what the fastMRI
+# multicoil data and the papers' 8x / 0.04 VarNet setting use; the other two are fastMRI's alternatives.
+from fedforget.configs.schema import EQUISPACED, EQUISPACED_FRACTION, MASK_TYPES, RANDOM
+
 __all__ = ["MASK_TYPES", "make_mask_func"]
 
-# "equispaced_fraction" is what the fastMRI multicoil data and the papers'
-# 8x / 0.04 VarNet setting use; the other two are fastMRI's alternatives.
-MASK_TYPES = ("equispaced_fraction", "equispaced", "random")
-
 _MASK_CLASSES: dict[str, type[MaskFunc]] = {
-    "equispaced_fraction": EquispacedMaskFractionFunc,
-    "equispaced": EquiSpacedMaskFunc,
-    "random": RandomMaskFunc,
+    EQUISPACED_FRACTION: EquispacedMaskFractionFunc,
+    EQUISPACED: EquiSpacedMaskFunc,
+    RANDOM: RandomMaskFunc,
 }
 
 
@@ -58,7 +58,7 @@ def make_mask_func(
             f"center_fraction must be in the open interval (0, 1), got {center_fraction!r}"
         )
     if (
-        mask_type in ("equispaced_fraction", "random")
+        mask_type in (EQUISPACED_FRACTION, RANDOM)
         and center_fraction * acceleration >= 1.0
     ):
         raise ValueError(
