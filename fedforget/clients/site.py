@@ -18,10 +18,9 @@ from flwr.app import ArrayRecord
 from torch import nn
 
 from fedforget.configs.compose import fingerprint
-from fedforget.configs.schema import FORGET, RETAIN, ExperimentConfig
+from fedforget.configs.schema import FORGET, RETAIN, SYNTHETIC, ExperimentConfig
 from fedforget.data.batches import BatchSource, stream_seed, unlearning_source
 from fedforget.data.datasets import CachedSliceDataset, PoisonedTargets, SliceSubset
-from fedforget.data.synthetic import prepare_synthetic_data
 from fedforget.data.sites import (
     SPLITS,
     marked_slices,
@@ -30,6 +29,7 @@ from fedforget.data.sites import (
     site_folders,
     site_split,
 )
+from fedforget.data.synthetic import prepare_synthetic_data
 from fedforget.learning.audits import artifact_scorer
 from fedforget.learning.checkpoints import state_sha256
 from fedforget.learning.evaluation import Evaluation, Reconstructor, evaluate_reconstructions
@@ -268,7 +268,7 @@ def runtime_for(cfg: ExperimentConfig, node_config: dict[str, Any]) -> SiteRunti
     key = (fingerprint({"cfg": repr(cfg), "folders": {k: str(v) for k, v in identity.folders.items()}}),
            identity.name)
     if key not in _RUNTIMES:
-        if cfg.data.kind == "synthetic" and "partition-id" in node_config:
+        if cfg.data.kind == SYNTHETIC and "partition-id" in node_config:
             # A simulated site on another machine of a Ray cluster writes its own phantoms (deterministic).
             prepare_synthetic_data(cfg, names=[identity.name])
         _RUNTIMES[key] = SiteRuntime(cfg, identity, simulated="partition-id" in node_config)

@@ -14,7 +14,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fedforget.configs.cache import read_composed, write_composed
-from fedforget.configs.schema import HISTORY_EVERY, METHOD_GROUPS, METHOD_NAMES, ExperimentConfig, path_keys
+from fedforget.configs.schema import (
+    HISTORY_EVERY,
+    METHOD_GROUPS,
+    METHOD_NAMES,
+    SYNTHETIC,
+    ExperimentConfig,
+    path_keys,
+)
 from fedforget.configs.workspace import default_cache_dir, workspace_root
 
 if TYPE_CHECKING:
@@ -231,7 +238,7 @@ def anchor_paths(cfg: ExperimentConfig) -> ExperimentConfig:
     Raises:
         ConfigError: a path key holds a relative path (the message names the key).
     """
-    if cfg.data.kind == "synthetic" and not Path(cfg.data.root).is_absolute():
+    if cfg.data.kind == SYNTHETIC and not Path(cfg.data.root).is_absolute():
         cfg.data.root = str(workspace_root() / cfg.data.root)
     for key in path_keys():
         value = str(_dotted(cfg, key))

@@ -12,7 +12,7 @@ import random
 from collections.abc import Sequence
 from typing import Any
 
-from fedforget.configs.schema import GeneratedSitesConfig
+from fedforget.configs.schema import SYNTHETIC, GeneratedSitesConfig
 
 SITE_ADDITION_PREFIXES = ("+sites.", "++sites.")
 
@@ -27,7 +27,7 @@ def generated_sites(spec: GeneratedSitesConfig, data_kind: str) -> dict[str, dic
             train = _training_volumes(spec, rng)
             entry: dict[str, Any] = {"anatomy": anatomy, "train_volumes": train, "test_volumes": spec.test_volumes,
                                      "seed": spec.seed + 10 * len(sites)}
-            if data_kind != "synthetic":
+            if data_kind != SYNTHETIC:
                 entry.update(train_dir=getattr(spec, f"{anatomy}_train_dir"),
                              test_dir=getattr(spec, f"{anatomy}_test_dir"),
                              volumes_from=train_from, test_volumes_from=test_from)

@@ -12,7 +12,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from fedforget.configs.compose import ConfigError, fingerprint, to_plain
-from fedforget.configs.schema import ExperimentConfig
+from fedforget.configs.schema import SYNTHETIC, ExperimentConfig
 from fedforget.data.poisoning import poison_site
 from fedforget.data.sites import SPLITS, SiteSplit, site_split
 from fedforget.data.synthetic import poison_spec, prepare_synthetic_data, synthetic_sites_written
@@ -87,7 +87,7 @@ def prepare_data(cfg: ExperimentConfig, log: Callable[[str], None] = lambda _: N
 
     Returns overrides the run needs on top of its own (the poisoned copy of real data).
     """
-    if cfg.data.kind == "synthetic":
+    if cfg.data.kind == SYNTHETIC:
         prepare_synthetic_data(cfg, log)
         check_synthetic_data(cfg)
         return []
@@ -125,7 +125,7 @@ def prepare_inside_run(cfg: ExperimentConfig, log: Callable[[str], None] = lambd
         ConfigError: poison on real data, which needs a poisoned copy that only ``fedforget run`` can
             point every site at (the copy's folders are overrides of the run config).
     """
-    if cfg.data.kind == "synthetic":
+    if cfg.data.kind == SYNTHETIC:
         _write_in_fresh_process(cfg, log)
         return
     if cfg.poison.active and cfg.cache_dir and Path(cfg.cache_dir) / "poisoned" not in \

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fedforget.configs.schema import ExperimentConfig
+from fedforget.configs.schema import FASTMRI, SYNTHETIC, ExperimentConfig
 from fedforget.data.datasets import CachedSliceDataset, chosen_volumes, file_sha256, open_volumes, validated_volumes
 from fedforget.data.synthetic import synthetic_site_dir
 from fedforget.recon.hdf5io import DataFileError, VolumeInfo
@@ -27,7 +27,7 @@ def site_folders(cfg: ExperimentConfig, name: str, data_path: Path | None = None
     site = cfg.sites[name]
     if data_path is not None:
         base, default = data_path, {"train": "train", "test": "test"}
-    elif cfg.data.kind == "synthetic":
+    elif cfg.data.kind == SYNTHETIC:
         base, default = synthetic_site_dir(cfg, name), {"train": "train", "test": "test"}
     else:
         base, default = Path(cfg.data.root), {"train": f"{name}/train", "test": f"{name}/test"}
@@ -70,7 +70,7 @@ class SiteSplit:
 
 def scans_values_up_front(cfg: ExperimentConfig) -> bool:
     """Synthetic sites are scanned when written; real data only with ``data.scan_values=true``."""
-    return cfg.data.kind != "fastmri" or cfg.data.scan_values
+    return cfg.data.kind != FASTMRI or cfg.data.scan_values
 
 
 def site_split(cfg: ExperimentConfig, site: str, split: str, folder: Path | None = None,
@@ -93,7 +93,7 @@ def site_split(cfg: ExperimentConfig, site: str, split: str, folder: Path | None
     """
     folder = Path(folder) if folder is not None else site_folders(cfg, site)[split]
     scan = scans_values_up_front(cfg) if scan_kspace is None else scan_kspace
-    first, count = cfg.sites[site].volume_range(split) if cfg.data.kind == "fastmri" else (0, 0)
+    first, count = cfg.sites[site].volume_range(split) if cfg.data.kind == FASTMRI else (0, 0)
     infos = validated_volumes(folder, scan)
     chosen = chosen_volumes(infos, first, count)
     if not chosen:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fedforget.configs.compose import ConfigError
-from fedforget.configs.schema import ExperimentConfig
+from fedforget.configs.schema import SYNTHETIC, ExperimentConfig
 from fedforget.data.poisoning import poison_site
 from fedforget.recon.poison import MANIFEST_FILE, PoisonSpec
 
@@ -87,8 +87,8 @@ def prepare_synthetic_data(cfg: ExperimentConfig, log: Callable[[str], None] = l
     A site is built in a temporary folder and renamed into place (``recon.synth``); concurrent
     writers of the same specification take turns, so the second finds the site written.
     """
-    if cfg.data.kind != "synthetic":
-        raise ValueError(f"data.kind={cfg.data.kind!r}: synthetic data is only written for kind 'synthetic'")
+    if cfg.data.kind != SYNTHETIC:
+        raise ValueError(f"data.kind={cfg.data.kind!r}: synthetic data is only written for kind {SYNTHETIC!r}")
     from fedforget.recon.synth import ensure_synthetic_site
 
     folders = []
