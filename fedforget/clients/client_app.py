@@ -28,7 +28,7 @@ from flwr.clientapp import ClientApp
 
 from fedforget.clients.site import HELDOUT, SiteRuntime, runtime_for
 from fedforget.configs.compose import load_from_run_config
-from fedforget.configs.schema import FORGET
+from fedforget.configs.schema import FORGET, unlearn_phase
 from fedforget.learning.audits import membership_audit
 from fedforget.learning.evaluation import Evaluation, Reconstructor
 from fedforget.learning.evaluation import zero_filled as zero_filled_reconstruction
@@ -38,12 +38,12 @@ from fedforget.strategies.protocol import (
     EXCHANGE,
     FIRST_BATCH,
     LOCAL_STEPS,
-    ORIGINAL,
+    ORIGINAL_KEY,
     REFERENCE,
     ROUND_DATA,
     ROUND_LR,
     SITE,
-    ZERO_FILLED,
+    ZERO_FILLED_KEY,
     SiteError,
     arrays_from_state,
     config_of,
@@ -161,7 +161,7 @@ def evaluation_reply(message: Message, runtime: SiteRuntime) -> Message:
     Exceptions propagate (the ClientApp's wrapper turns them into error replies; ``fedforget compose``,
     which scores in-process, must see them)."""
     config = config_of(message.content)
-    reconstructor = _reconstructor(message, runtime, bool(config.get(ZERO_FILLED, False)))
+    reconstructor = _reconstructor(message, runtime, bool(config.get(ZERO_FILLED_KEY, False)))
     results = {split: runtime.score(reconstructor, split) for split in str(config["splits"]).split(",")}
     metrics: dict[str, float | list[float]] = {"num-examples": results["test"].slices}
     for split, result in results.items():
@@ -207,12 +207,12 @@ def _split_metrics(split: str, result: Evaluation) -> dict[str, float | list[flo
 @_site_action
 def unlearn_share(message: Message, runtime: SiteRuntime) -> Message:
     config = config_of(message.content)
-    _injected_fault(runtime, f"unlearn/{config['method']}", int(config.get(EXCHANGE, 1)))
+    _injected_fault(runtime, unlearn_phase(config["method"]), int(config.get(EXCHANGE, 1)))
     method = get_method(str(config["method"]), runtime.cfg.unlearning)
     role = str(config["role"])
     source = runtime.forget_source() if role == FORGET else runtime.retain_source()
     model = runtime.load(message.content[ARRAYS])
-    original = message.content[ORIGINAL] if ORIGINAL in message.content.array_records else None
+    original = message.content[ORIGINAL_KEY] if ORIGINAL_KEY in message.content.array_records else None
     ctx = runtime.term_context(method, role, original)
     phase = Phase(str(config["phase"]), str(config["kind"]), int(config["steps"]), (role,))
     if phase.dampens:

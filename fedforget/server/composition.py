@@ -32,7 +32,7 @@ from omegaconf.errors import OmegaConfBaseException
 from fedforget.clients import client_app
 from fedforget.clients.site import SiteIdentity, SiteRuntime
 from fedforget.configs.compose import ConfigError
-from fedforget.configs.schema import ExperimentConfig
+from fedforget.configs.schema import ORACLE, ORIGINAL, ZERO_FILLED, ExperimentConfig, final_phase
 from fedforget.data.sites import site_folders
 from fedforget.learning.checkpoints import CheckpointError, State, load_checkpoint, save_checkpoint, state_sha256
 from fedforget.learning.composition import (
@@ -45,10 +45,8 @@ from fedforget.learning.composition import (
 from fedforget.recon.atomic import atomic_write_json
 from fedforget.recon.hdf5io import DataFileError
 from fedforget.reporting.rerender import model_checkpoint, rerender, saved_experiment
-from fedforget.reporting.results import ZERO_FILLED, ModelRecord, complete
+from fedforget.reporting.results import ModelRecord, complete
 from fedforget.server.phases import (
-    ORACLE,
-    ORIGINAL,
     SiteScores,
     cost_record,
     evaluation_content,
@@ -252,7 +250,7 @@ def compose_run(plan: CompositionPlan, log: Callable[[str], None] = lambda _: No
     sha = state_sha256(plan.state)
     name = plan.name
     log(f"fedforget: scoring {name} at {len(plan.results['sites'])} sites")
-    scores = score_at_sites(plan.cfg, plan.results, plan.audit, plan.state, _reference(plan), f"final/{name}")
+    scores = score_at_sites(plan.cfg, plan.results, plan.audit, plan.state, _reference(plan), final_phase(name))
     entry = fill_record(_record(plan, sha), scores, plan.results["forget_site"]).to_json()
     results = copy.deepcopy(plan.results)
     results["models"][name] = entry
@@ -315,7 +313,7 @@ _EVALUATE: Callable[[Message, SiteRuntime], Message] = client_app.evaluation_rep
 
 
 def score_at_sites(cfg: ExperimentConfig, results: Mapping[str, Any], audit: Mapping[str, Any], state: State,
-                   reference: State | None = None, tag: str = "final/composed") -> SiteScores:
+                   reference: State | None = None, tag: str = final_phase("composed")) -> SiteScores:
     """A model's scores at every site of a run, as the run's final evaluation computes them.
 
     Each site gets the message :func:`fedforget.server.phases.score_sites` sends (test split; the

@@ -14,12 +14,12 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from fedforget.configs.schema import ORACLE, unlearn_phase
 from fedforget.data.batches import BatchSource
 from fedforget.learning.checkpoints import State, save_checkpoint
 from fedforget.learning.training import initial_state
 from fedforget.reporting.results import ModelRecord
 from fedforget.server.phases import (
-    ORACLE,
     Session,
     cost_record,
     evaluate_at_sites,
@@ -40,7 +40,7 @@ def run_history(session: Session, name: str, original: TrainedModel, server_reta
     """Remove the forget site with history-based method ``name`` (``fraction``: retraining's budget)."""
     cfg = session.cfg
     method = get_history_method(name, cfg.unlearning, fraction)
-    tag = f"unlearn/{name}"
+    tag = unlearn_phase(name)
     worker = FederatedRoundWorker(session.link, tag, cfg.unlearning.round_retries,
                                   round_failure_recorder(session, name))
     planned = method.planned_rounds(cfg.federation)

@@ -21,7 +21,14 @@ from flwr.app import ConfigRecord, RecordDict
 from torch import nn
 
 from fedforget.configs.compose import fingerprint, to_plain
-from fedforget.configs.schema import ExperimentConfig
+from fedforget.configs.schema import (
+    ORACLE,
+    ORIGINAL,
+    TRAINING_PHASES,
+    ExperimentConfig,
+    final_phase,
+    unlearn_phase,
+)
 from fedforget.data.batches import batches_per_pass, subset_size
 from fedforget.learning.checkpoints import State, load_checkpoint, save_checkpoint, state_sha256
 from fedforget.learning.history import INDEX as HISTORY_INDEX
@@ -41,20 +48,16 @@ from fedforget.strategies.protocol import (
     EVALUATE,
     METRICS,
     REFERENCE,
+    ZERO_FILLED_KEY,
     SiteError,
     arrays_from_state,
     parse_evaluation,
 )
-from fedforget.strategies.protocol import ZERO_FILLED as ZERO_FILLED_KEY
 from fedforget.strategies.removal import FederatedWorker
 from fedforget.unlearning import get_method
 from fedforget.unlearning.base import DAMPENED, FORGET, RETAIN, planned_callbacks, run_unlearning
 from fedforget.unlearning.pga import reference_model
 
-ORIGINAL, ORACLE = "original", "oracle"
-# The no-learning baseline, scored at the sites like every model (a model is learned only above it).
-ZERO_FILLED = "zero_filled"
-PHASE_TAGS = {ORIGINAL: "federated", ORACLE: "oracle"}
 SiteScores = dict[str, dict[str, Any]]
 # What of a split's scores goes into results.json (the loss goes to TensorBoard only).
 RESULT_KEYS = ("psnr", "ssim", "nmse", "artifact_score", "psnr_volumes", "ssim_volumes", "artifact_score_volumes")
@@ -197,8 +200,8 @@ def obtain_trained(session: Session, name: str) -> TrainedModel:
     if source is not None:
         trained = _load_trained(source, sites, _history_settings(session, name) is not None)
         session.run.event("loaded", model=name, source=str(source))
-        session.run.progress.phase_loaded(PHASE_TAGS[name], trained.rounds, "round", str(source))
-        session.boards.text("server", f"{PHASE_TAGS[name]}/source", f"loaded from {source}", 0)
+        session.run.progress.phase_loaded(TRAINING_PHASES[name], trained.rounds, "round", str(source))
+        session.boards.text("server", f"{TRAINING_PHASES[name]}/source", f"loaded from {source}", 0)
     else:
         trained = _train(session, name, sites, key)
     _save_trained(target, trained, key, name)
@@ -293,13 +296,13 @@ class TrainingHooks:
             log_scores(session, tag, report.round, scores)
         session.boards.flush()
         session.run.progress.step(tag, report.round, scores, seconds=round(report.seconds, 3))
-        if tag == PHASE_TAGS[ORIGINAL] and report.round == session.cfg.federation.fault.server_exit_after_round:
+        if tag == TRAINING_PHASES[ORIGINAL] and report.round == session.cfg.federation.fault.server_exit_after_round:
             session.run.event("server_killed", phase=tag, after_round=report.round, reason="federation.fault")
             os._exit(3)  # the resume drill: die like a killed process, right after the round was saved
 
 
 def _train(session: Session, name: str, sites: list[str], key: str) -> TrainedModel:
-    cfg, tag = session.cfg, PHASE_TAGS[name]
+    cfg, tag = session.cfg, TRAINING_PHASES[name]
     progress = Progress(session.run.checkpoints / "progress" / f"{name}.pt", key)
     saved = progress.load()
     if saved is not None:
@@ -373,7 +376,7 @@ def run_method(session: Session, name: str, original: TrainedModel,
     """Remove the forget site with method ``name``, starting from the original model."""
     cfg = session.cfg
     method = get_method(name, cfg.unlearning)
-    tag = f"unlearn/{name}"
+    tag = unlearn_phase(name)
     model = session.new_model()
     model.load_state_dict(original.state)
     worker = FederatedWorker(session.link, method, session.forget_site, cfg.retain_sites,
@@ -433,14 +436,14 @@ def round_failure_recorder(session: Session, method: str):
     def record(site: str, reason: str, step: int, retried: bool) -> None:
         session.run.event("unlearn_round_failed", method=method, site=site, step=step, reason=reason,
                           retried=retried)
-        session.boards.text(site, f"unlearn/{method}/failure", f"step {step}: {reason}", step)
+        session.boards.text(site, f"{unlearn_phase(method)}/failure", f"step {step}: {reason}", step)
 
     return record
 
 
 def final_scores(session: Session, name: str, state: State | None) -> SiteScores:
     """Every model x every site, once (also the membership audit, calibrated against the oracle)."""
-    scores = evaluate_at_sites(session, state, f"final/{name}", 0, reference=session.reference)
+    scores = evaluate_at_sites(session, state, final_phase(name), 0, reference=session.reference)
     session.scores[name] = scores
     return scores
 

@@ -20,7 +20,7 @@ from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
 
 from fedforget.configs.compose import load_from_run_config, to_plain
-from fedforget.configs.schema import ExperimentConfig
+from fedforget.configs.schema import ORACLE, ORIGINAL, ZERO_FILLED, ExperimentConfig
 from fedforget.configs.workspace import outputs_dir
 from fedforget.data.preparation import prepare_inside_run
 from fedforget.recon.atomic import atomic_write_json
@@ -37,9 +37,6 @@ from fedforget.server.history_methods import (
     same_schedule,
 )
 from fedforget.server.phases import (
-    ORACLE,
-    ORIGINAL,
-    ZERO_FILLED,
     Session,
     fill_record,
     final_scores,

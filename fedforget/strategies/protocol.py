@@ -39,12 +39,13 @@ ARRAYS = "arrays"
 CONFIG = "config"
 METRICS = "metrics"
 STATUS = "status"
-ORIGINAL = "original"
+# The original model's arrays in an ``unlearn`` message (the methods that compare with it).
+ORIGINAL_KEY = "original"
 # The reference model of the calibrated membership audit (the oracle), sent to the forget site with final evaluations.
 REFERENCE = "reference"
 SITE = "site"
 # An evaluate message with this config key set scores zero-filled reconstructions (no model travels).
-ZERO_FILLED = "zero-filled"
+ZERO_FILLED_KEY = "zero-filled"
 INPUT = "input-"  # prefix of a local round's inputs: ArrayRecords for tensors, config keys for numbers
 # Config keys of a ``train`` message (a FedAvg round, or a history-based method's local round).
 LOCAL_STEPS = "local-steps"

@@ -42,7 +42,7 @@ from fedforget.strategies.protocol import (
     CONFIG,
     EXCHANGE,
     METRICS,
-    ORIGINAL,
+    ORIGINAL_KEY,
     UNLEARN,
     SiteError,
     arrays_from_state,
@@ -134,7 +134,7 @@ class FederatedWorker:
                                "kind": phase.kind, "steps": phase.steps, **extra, **values})
         records = {ARRAYS: arrays_from_state(model.state_dict()), CONFIG: config, **arrays}
         if role in self.method.needs_original and self.original is not None:
-            records[ORIGINAL] = arrays_from_state(self.original)
+            records[ORIGINAL_KEY] = arrays_from_state(self.original)
         return RecordDict(records)
 
     def _exchange(self, contents: dict[str, RecordDict]) -> dict[str, RecordDict]:
