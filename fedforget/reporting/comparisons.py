@@ -16,10 +16,11 @@ from typing import Any
 
 import numpy as np
 
+from fedforget.configs.schema import ORACLE, ORIGINAL
 from fedforget.learning.intervals import REPLICATES, percentile_interval
 
 PARTS = {"BTA": "test", "KTA": "test", "UA": "train"}
-REFERENCES = ("oracle", "original")
+REFERENCES = (ORACLE, ORIGINAL)
 # The control every history-based method is compared with: retraining at the method's own site compute.
 RETRAIN_CONTROL = "retrain_budget"
 NOT_DISTINGUISHABLE = "not distinguishable from the oracle"

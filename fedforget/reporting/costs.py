@@ -13,10 +13,10 @@ import math
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
-ORACLE = "oracle"
+# REFERENCE_MODELS: the models that are references, not removals.
+from fedforget.configs.schema import ORACLE, REFERENCE_MODELS, ZERO_FILLED
+
 RETRAIN = "retrain_budget"
-# Models that are references, not removals.
-REFERENCE_MODELS = ("zero_filled", "original", "oracle")
 
 
 class FrontierPoint(NamedTuple):
@@ -86,7 +86,7 @@ def cost_rows(results: Mapping[str, Any]) -> list[list[Any]]:
     rows = []
     for model, record in results["models"].items():
         cost = record.get("cost")
-        if cost is None or model == "zero_filled":
+        if cost is None or model == ZERO_FILLED:
             continue
         compute = compute_fraction(results, model)
         summary = results["summary"].get(model, {})

@@ -8,6 +8,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from fedforget.configs.schema import ORACLE, ORIGINAL, REFERENCE_MODELS, ZERO_FILLED
 from fedforget.learning.intervals import mean_interval
 from fedforget.recon.atomic import atomic_write_bytes, atomic_write_json
 from fedforget.reporting.costs import RETRAIN, compute_fraction, family, frontier_points_over_seeds
@@ -60,7 +61,7 @@ def aggregate(jobs: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]
             for key in ("mia_auc", "mia_auc_calibrated"):
                 if key in audit:
                     group[model][key].append(audit[key])
-            for reference in ("oracle", "original"):
+            for reference in (ORACLE, ORIGINAL):
                 versus = summary.get(f"vs_{reference}", {})
                 for part in ("BTA", "KTA"):
                     difference = versus.get(part, {}).get("psnr")
@@ -139,7 +140,7 @@ def summary_markdown(aggregated: dict[str, dict[str, dict[str, Any]]], seeds: in
                   "server_seconds"), 2), _cell(m.get("messages"), 0), _cell(m.get("MB"), 1),
                   _cell(m.get("history_MB"), 1), _cell(m.get(f"BTA_minus_{RETRAIN}"), 2),
                   _cell(m.get(f"KTA_minus_{RETRAIN}"), 2)]
-                 for model, m in models.items() if "compute" in m and model != "zero_filled"]
+                 for model, m in models.items() if "compute" in m and model != ZERO_FILLED]
         if costs:
             parts += [f"## {group}: cost, and each history-based method against retraining at its own compute",
                       table(["model", "site compute (of the oracle's)", "site steps", "server s", "messages",
@@ -175,7 +176,7 @@ def sweep_points(jobs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict
         results = job["results"]
         seed = next((int(o.split("=", 1)[1]) for o in job["overrides"] if o.startswith("seed=")), 0)
         for model, summary in results["summary"].items():
-            if model in ("zero_filled", "original", "oracle"):
+            if model in REFERENCE_MODELS:
                 references[model].append(summary["BTA"]["psnr"])
                 continue
             if results["models"][model]["retain_fraction"] is None:  # history-based: no retain fraction
@@ -189,7 +190,7 @@ def sweep_points(jobs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict
 def _original_point(jobs: list[dict[str, Any]]) -> tuple[float, float] | None:
     """The original model's (BTA - oracle, KTA - oracle), averaged over the jobs (their seeds)."""
     pairs = [(v["BTA"]["psnr"], v["KTA"]["psnr"]) for job in jobs
-             if "BTA" in (v := job["results"]["summary"].get("original", {}).get("vs_oracle", {}))]
+             if "BTA" in (v := job["results"]["summary"].get(ORIGINAL, {}).get("vs_oracle", {}))]
     if not pairs:
         return None
     return statistics.fmean(b for b, _ in pairs), statistics.fmean(k for _, k in pairs)

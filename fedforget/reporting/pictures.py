@@ -19,7 +19,15 @@ import torch
 from scipy.ndimage import uniform_filter
 from torch import nn
 
-from fedforget.configs.schema import ExperimentConfig
+from fedforget.configs.schema import (
+    LESION,
+    ORACLE,
+    ORIGINAL,
+    SYNTHETIC,
+    TRAINING_PHASES,
+    ExperimentConfig,
+    unlearn_phase,
+)
 from fedforget.data.datasets import collate
 from fedforget.data.sites import open_site_split
 from fedforget.learning.checkpoints import State
@@ -52,13 +60,13 @@ def marked_region(cfg: ExperimentConfig, site: str, target: np.ndarray,
     size = max(8, target.shape[-1] // 6)
     if cfg.poison.active:
         pattern = np.abs(poison_pattern(cfg.poison.kind, target, cfg.poison.strength, cfg.poison.seed))
-        if cfg.poison.kind != "lesion" or not pattern.any():
+        if cfg.poison.kind != LESION or not pattern.any():
             return None
         rows, cols = np.nonzero(pattern > 0.05 * pattern.max())
         return int(rows.min()), int(cols.min()), int(rows.max()) + 1, int(cols.max()) + 1
-    if "original" not in recons or "oracle" not in recons:
+    if ORIGINAL not in recons or ORACLE not in recons:
         return None
-    difference = uniform_filter(np.abs(recons["original"] - recons["oracle"]), size=size)
+    difference = uniform_filter(np.abs(recons[ORIGINAL] - recons[ORACLE]), size=size)
     row, col = np.unravel_index(int(np.argmax(difference)), difference.shape)
     half = size // 2
     row0, col0 = max(0, row - half), max(0, col - half)
@@ -88,18 +96,18 @@ def site_reconstructions(sample: Any, states: Mapping[str, State], model: nn.Mod
 def hallucination_row(cfg: ExperimentConfig, site: str, sample: Any, truth: np.ndarray,
                       images: Mapping[str, np.ndarray]) -> HallucinationRow | None:
     """What each model adds beyond the oracle on the site's display slice (poisoned federations only)."""
-    if not cfg.poison.active or "oracle" not in images:
+    if not cfg.poison.active or ORACLE not in images:
         return None
     sampled = columns_on_image_grid(sample.mask.reshape(-1).numpy().astype(bool), truth.shape[-1])
     poison = hallucinable_pattern(cfg.poison.kind, truth, cfg.poison.strength, cfg.poison.seed, sampled)
-    return HallucinationRow(site, poison, {name: image - images["oracle"] for name, image in images.items()
-                                           if name != "oracle"})
+    return HallucinationRow(site, poison, {name: image - images[ORACLE] for name, image in images.items()
+                                           if name != ORACLE})
 
 
 def server_may_read_site_data(cfg: ExperimentConfig, results: Mapping[str, Any]) -> bool:
     """Whether the server may read the sites' test files for pictures (see the module docstring)."""
     simulated = results.get("mode") == "simulation"
-    return (simulated and cfg.data.kind == "synthetic") or cfg.report.server_reads_site_data
+    return (simulated and cfg.data.kind == SYNTHETIC) or cfg.report.server_reads_site_data
 
 
 def render_figures(cfg: ExperimentConfig, figures: Path, results: Mapping[str, Any], states: Mapping[str, State],
@@ -146,8 +154,8 @@ def render_figures(cfg: ExperimentConfig, figures: Path, results: Mapping[str, A
 def _board_images(boards: Boards, site: str, truth: np.ndarray, images: Mapping[str, np.ndarray]) -> None:
     scale = float(truth.max()) or 1.0
     for name, image in images.items():
-        tag = "reconstruction" if name in ("original", "oracle") else f"unlearn/{name}/reconstruction"
-        phase = {"original": "federated", "oracle": "oracle"}.get(name, "")
+        tag = "reconstruction" if name in TRAINING_PHASES else f"{unlearn_phase(name)}/reconstruction"
+        phase = TRAINING_PHASES.get(name, "")
         panel = np.concatenate([np.clip(image / scale, 0, 1), np.clip(np.abs(image - truth) / scale * 4, 0, 1)], 1)
         boards.writers[site].add_image(f"{phase}/{tag}" if phase else tag, panel[None], 0)
     boards.writers[site].flush()

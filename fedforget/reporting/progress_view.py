@@ -15,6 +15,7 @@ import threading
 from collections.abc import Mapping
 from typing import IO, Any, Protocol
 
+from fedforget.configs.schema import FEDERATED, is_unlearn_phase
 from fedforget.reporting.progress import (
     EVALUATION,
     FINAL_EVALUATION,
@@ -38,9 +39,9 @@ def plain(text: str) -> str:
 
 def phase_label(phase: str) -> str:
     """How a phase tag reads on the console."""
-    if phase == "federated":
+    if phase == FEDERATED:
         return "federated training"
-    if phase.startswith("unlearn/"):
+    if is_unlearn_phase(phase):
         return f"unlearning {phase.split('/', 1)[1]}"
     if phase == FINAL_EVALUATION:
         return "final evaluation"

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from fedforget.configs.schema import ORACLE, ORIGINAL, ZERO_FILLED
 from fedforget.recon.atomic import atomic_write_bytes
 from fedforget.reporting.comparisons import NOT_DISTINGUISHABLE, UNCHANGED, verdicts
 from fedforget.reporting.costs import COST_HEADER, cost_rows
@@ -74,7 +75,7 @@ def comparison_table(results: Mapping[str, Any]) -> str:
     """Per model and part: paired differences to the oracle and to the original, with what they mean."""
     rows = []
     for model, s in results["summary"].items():
-        if model in ("zero_filled", "oracle"):
+        if model in (ZERO_FILLED, ORACLE):
             continue
         for part in ("BTA", "KTA", "UA"):
             oracle = s.get("vs_oracle", {}).get(part, {})
@@ -92,8 +93,8 @@ def learned_table(results: Mapping[str, Any]) -> str:
     models = results["models"]
     rows = []
     for site, info in results["sites"].items():
-        row = [site, info["role"], _fmt(models["zero_filled"]["sites"][site]["test"]["psnr"])]
-        for name in ("original", "oracle"):
+        row = [site, info["role"], _fmt(models[ZERO_FILLED]["sites"][site]["test"]["psnr"])]
+        for name in (ORIGINAL, ORACLE):
             m = models[name]["sites"][site]["test"] if name in models else {}
             row += [_fmt(m.get("psnr")), _fmt(m.get("gain_over_zero_filled"), 2, signed=True)]
         rows.append(row)

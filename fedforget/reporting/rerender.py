@@ -11,7 +11,7 @@ import yaml
 from omegaconf import OmegaConf
 
 from fedforget.configs.compose import to_experiment
-from fedforget.configs.schema import ExperimentConfig
+from fedforget.configs.schema import ZERO_FILLED, ExperimentConfig
 from fedforget.data.sites import open_site_split
 from fedforget.learning.audits import artifact_scorer, membership_auc
 from fedforget.learning.checkpoints import load_checkpoint
@@ -21,7 +21,7 @@ from fedforget.recon.hdf5io import DataFileError
 from fedforget.recon.losses import ReconLoss
 from fedforget.reporting.pictures import render_figures
 from fedforget.reporting.report import write_report
-from fedforget.reporting.results import ZERO_FILLED, complete
+from fedforget.reporting.results import complete
 
 
 def saved_experiment(run_dir: Path) -> ExperimentConfig:

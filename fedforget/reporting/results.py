@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from fedforget.configs.schema import FORGET, RETAIN, ExperimentConfig
+from fedforget.configs.schema import FORGET, ORACLE, ORIGINAL, RETAIN, ZERO_FILLED, ExperimentConfig
 from fedforget.reporting.comparisons import add_intervals
 from fedforget.strategies.directory import SiteInfo
 
@@ -43,7 +43,6 @@ def site_section(cfg: ExperimentConfig, infos: Mapping[str, SiteInfo]) -> dict[s
             for name, info in infos.items()}
 
 
-ZERO_FILLED = "zero_filled"
 # A site counts as learned only when the original model beats zero-filled there by this much (PSNR dB).
 LEARNED_MARGIN_DB = 2.0
 
@@ -61,7 +60,7 @@ def summarise(results: Mapping[str, Any]) -> dict[str, Any]:
     """BTA (retain sites' test), KTA (forget site's test), UA (forget site's train), RTE (oracle time / time)."""
     forget, retain = _roles(results)
     models = results["models"]
-    oracle_seconds = models["oracle"]["wall_seconds"] if "oracle" in models else None
+    oracle_seconds = models[ORACLE]["wall_seconds"] if ORACLE in models else None
     summary = {}
     for name, record in models.items():
         scores, seconds = record["sites"], record["wall_seconds"]
@@ -86,7 +85,7 @@ def add_gains_over_zero_filled(results: dict[str, Any]) -> None:
                 metrics["gain_over_zero_filled"] = metrics["psnr"] - baseline[site][split]["psnr"]
 
 
-def not_learned(results: Mapping[str, Any], model: str = "original") -> list[str]:
+def not_learned(results: Mapping[str, Any], model: str = ORIGINAL) -> list[str]:
     """Sites where ``model`` is not clearly above zero-filled, in words (nothing can be unlearned there)."""
     return [f"site {site} was not learned: {splits['test']['gain_over_zero_filled']:+.1f} dB over zero-filled"
             for site, splits in results["models"][model]["sites"].items()
@@ -99,7 +98,7 @@ def complete(results: dict[str, Any], seed: int = 0) -> dict[str, Any]:
     add_gains_over_zero_filled(results)
     results["summary"] = summarise(results)
     add_intervals(results, seed)
-    results["warnings"] = not_learned(results) if "original" in results["models"] else []
+    results["warnings"] = not_learned(results) if ORIGINAL in results["models"] else []
     return results
 
 
@@ -125,7 +124,7 @@ def build_audit(cfg: ExperimentConfig, models: Mapping[str, ModelRecord], starte
     each split as ``{folder, volumes_from, volumes, files: [{name, bytes, sha256}]}``; ``cache_keys`` are the
     model cache's keys of the original and the oracle (configuration + training data).
     """
-    original = models["original"]
+    original = models[ORIGINAL]
     audit = {
         "forget_site": cfg.unlearning.forget_site,
         "retain_sites": cfg.retain_sites,
@@ -134,8 +133,8 @@ def build_audit(cfg: ExperimentConfig, models: Mapping[str, ModelRecord], starte
         "methods": [m for m in cfg.unlearning.methods if m in models],
         "model_sha256_before": original.sha256,
         "model_sha256_after": {name: models[name].sha256 for name in cfg.unlearning.methods if name in models},
-        "oracle_sha256": models["oracle"].sha256 if "oracle" in models else None,
-        "oracle_trained_on": models["oracle"].trained_on if "oracle" in models else None,
+        "oracle_sha256": models[ORACLE].sha256 if ORACLE in models else None,
+        "oracle_trained_on": models[ORACLE].trained_on if ORACLE in models else None,
         "membership_auc": {name: record.audit.get("mia_auc") for name, record in models.items()},
         "started": started,
         "finished": finished,

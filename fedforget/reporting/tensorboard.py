@@ -11,7 +11,7 @@ from typing import Any
 
 from torch.utils.tensorboard import SummaryWriter
 
-from fedforget.configs.schema import ExperimentConfig
+from fedforget.configs.schema import ZERO_FILLED, ExperimentConfig
 
 SERVER = "server"
 
@@ -44,7 +44,6 @@ class Boards:
 
 
 HPARAMS = "hparams"
-ZERO_FILLED = "zero_filled"
 # results.json summary columns shown as HParams metrics: (tag, summary split, metric).
 HPARAM_METRICS = (("BTA/psnr", "BTA", "psnr"), ("KTA/psnr", "KTA", "psnr"), ("UA/psnr", "UA", "psnr"),
                   ("BTA/ssim", "BTA", "ssim"), ("KTA/ssim", "KTA", "ssim"), ("UA/ssim", "UA", "ssim"))
