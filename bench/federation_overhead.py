@@ -51,7 +51,7 @@ from bench.common import write_result
 from bench.cpu_usage import CpuSampler, process_role
 from bench.round_parts import round_parts, summarise_rounds, train_rounds
 from fedforget.configs import load_experiment
-from fedforget.configs.schema import ExperimentConfig
+from fedforget.configs.schema import ORIGINAL, ExperimentConfig
 from fedforget.data.synthetic import prepare_synthetic_data
 from fedforget.learning.checkpoints import State, load_checkpoint
 from fedforget.learning.intervals import mean_interval
@@ -162,15 +162,15 @@ def flower_training(experiment: str, overrides: list[str], output: Path, sites: 
     if process.returncode != 0:
         raise RuntimeError(f"fedforget run failed:\n{log[-6000:]}")
     audit = json.loads((output / "audit.json").read_text())
-    _, meta = load_checkpoint(output / "checkpoints" / "progress" / "original.pt")
+    _, meta = load_checkpoint(output / "checkpoints" / "progress" / f"{ORIGINAL}.pt")
     observed = [h["seconds"] for h in meta["history"]]
     polling = [h.get("poll_seconds", 0.0) for h in meta["history"]]
-    state, _ = load_checkpoint(output / "checkpoints" / "original.pt")
+    state, _ = load_checkpoint(output / "checkpoints" / f"{ORIGINAL}.pt")
     events = read_traces(trace_dir)
     parts = [round_parts(events, push) for push in train_rounds(events, sites, rounds)]
     return {"round_seconds": [o - p for o, p in zip(observed, polling)], "observed_round_seconds": observed,
             "poll_seconds": polling, "run_wall_seconds": wall, "state": state,
-            "original_cache_key": audit["model_cache_keys"]["original"],
+            "original_cache_key": audit["model_cache_keys"][ORIGINAL],
             "explained": {"rounds": summarise_rounds(parts),
                           "cpu": cpu.usage([(p["started"], p["ended"]) for p in parts], process.pid,
                                             lambda _, command: process_role(command))}}

@@ -18,6 +18,7 @@ import torch
 from fastmri.data.transforms import VarNetSample
 
 from bench.common import write_result
+from fedforget.configs.schema import EQUISPACED_FRACTION
 from fedforget.data.batches import BatchSource
 from fedforget.learning.training import LocalTraining, autocast, train_steps
 from fedforget.recon.losses import ReconLoss
@@ -29,7 +30,7 @@ SIZES = {"brain": (16, 640, 320), "knee": (15, 640, 368)}
 
 def fake_slices(coils: int, rows: int, cols: int, count: int) -> list[VarNetSample]:
     """Random multi-coil k-space with the papers' 8x / 0.04 mask (content does not change the cost)."""
-    mask_func = make_mask_func("equispaced_fraction", 8, 0.04)
+    mask_func = make_mask_func(EQUISPACED_FRACTION, 8, 0.04)
     samples = []
     for i in range(count):
         kspace = torch.randn(coils, rows, cols, 2)

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from bench.common import write_result
-from fedforget.configs.schema import ExperimentConfig
+from fedforget.configs.schema import ORIGINAL, ExperimentConfig
 from fedforget.learning.checkpoints import load_checkpoint
 from fedforget.learning.history import RoundHistory, history_folder
 from fedforget.learning.plain_loop import aggregate
@@ -37,7 +37,7 @@ from fedforget.unlearning.sifu import psi_threshold, sensitivity_bounds
 
 def _original(run: Path) -> tuple[ExperimentConfig, dict, RoundHistory]:
     cfg = saved_experiment(run)
-    checkpoint = run / "checkpoints" / "original.pt"
+    checkpoint = run / "checkpoints" / f"{ORIGINAL}.pt"
     state, meta = load_checkpoint(checkpoint)
     return cfg, state, RoundHistory.open(history_folder(checkpoint), meta.get("fingerprint"))
 

@@ -24,10 +24,11 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import RESULTS
+from fedforget.configs.schema import ORACLE, ORIGINAL, REFERENCE_MODELS
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 HISTORY_METHODS = ("federaser", "sifu", "fedrecover", "fukd", "puf", "rollback")
-REFERENCES = ("zero_filled", "original", "oracle")
+REFERENCES = REFERENCE_MODELS
 TARGET_COMPUTE = 0.25
 TARGET_BTA = -0.5
 
@@ -73,7 +74,7 @@ def _clear_of_zero(stats: dict[str, Any] | None) -> bool:
 
 def _same_references(new: dict[str, Any], old: dict[str, Any]) -> bool:
     """The earlier multirun trained the same original and oracle (equal means over the same seeds)."""
-    return all(abs(new[m][k]["mean"] - old[m][k]["mean"]) < 1e-6 for m in ("original", "oracle")
+    return all(abs(new[m][k]["mean"] - old[m][k]["mean"]) < 1e-6 for m in (ORIGINAL, ORACLE)
                for k in ("BTA_psnr", "KTA_psnr"))
 
 
@@ -116,7 +117,7 @@ def demo_targets(models: dict[str, Any]) -> list[list[str]]:
 
 
 def poisoned_targets(models: dict[str, Any]) -> list[list[str]]:
-    oracle = models["oracle"]["artifact"]
+    oracle = models[ORACLE]["artifact"]
     rows = []
     for name, m in models.items():
         if name in REFERENCES or name.startswith("retrain_budget@") or "artifact" not in m:

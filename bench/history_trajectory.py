@@ -24,11 +24,11 @@ from typing import Any
 import numpy as np
 
 from bench.common import write_result
-from fedforget.reporting.costs import compute_fraction
+from fedforget.configs.schema import ORACLE_PHASE, REFERENCE_MODELS
 from fedforget.learning.intervals import mean_interval
+from fedforget.reporting.costs import compute_fraction
 
-ORACLE_PHASE = "oracle"
-REFERENCES = ("zero_filled", "original", "oracle")
+REFERENCES = REFERENCE_MODELS
 
 
 def oracle_curve(progress: Path, retain: list[str], forget: str) -> list[tuple[float, float, float]]:

@@ -27,7 +27,7 @@ import torch
 from bench.common import write_result
 from fedforget.configs import load_experiment
 from fedforget.configs.compose import fingerprint, to_plain
-from fedforget.configs.schema import ExperimentConfig
+from fedforget.configs.schema import ORACLE, ORIGINAL, ZERO_FILLED, ExperimentConfig
 from fedforget.data.inspection import acquisition_of
 from fedforget.data.sites import open_site_split
 from fedforget.data.synthetic import prepare_synthetic_data
@@ -89,21 +89,21 @@ def one_run(experiment: str, overrides: list[str], seed: int) -> dict[str, Any]:
     original = plain_fedavg(cfg, cfg.site_names)
     oracle = plain_fedavg(cfg, cfg.retain_sites)
     wall = time.perf_counter() - started
-    scores = {"zero_filled": site_scores(cfg, None), "original": site_scores(cfg, original.state),
-              "oracle": site_scores(cfg, oracle.state)}
+    scores = {ZERO_FILLED: site_scores(cfg, None), ORIGINAL: site_scores(cfg, original.state),
+              ORACLE: site_scores(cfg, oracle.state)}
     forget, retain = cfg.unlearning.forget_site, cfg.retain_sites
     bta = {m: statistics.fmean(scores[m][s]["test_psnr"] for s in retain) for m in scores}
     kta = {m: scores[m][forget]["test_psnr"] for m in scores}
-    gain = {m: {s: scores[m][s]["test_psnr"] - scores["zero_filled"][s]["test_psnr"] for s in cfg.site_names}
-            for m in ("original", "oracle")}
+    gain = {m: {s: scores[m][s]["test_psnr"] - scores[ZERO_FILLED][s]["test_psnr"] for s in cfg.site_names}
+            for m in (ORIGINAL, ORACLE)}
     slices = {s: len(open_site_split(cfg, s, "train")) for s in cfg.site_names}
     artifact = {m: statistics.fmean(scores[m][s]["test_artifact_score"] for s in cfg.site_names)
                 for m in scores if cfg.poison.active}
     return {"seed": seed, "overrides": overrides, "scores": scores, "BTA": bta, "KTA": kta,
-            "gain_over_zero_filled": gain, "gap": kta["original"] - kta["oracle"], "artifact": artifact,
-            "retain_cost": bta["oracle"] - bta["original"], "min_original_gain": min(gain["original"].values()),
+            "gain_over_zero_filled": gain, "gap": kta[ORIGINAL] - kta[ORACLE], "artifact": artifact,
+            "retain_cost": bta[ORACLE] - bta[ORIGINAL], "min_original_gain": min(gain[ORIGINAL].values()),
             "train_slices": slices, "forget_share": slices[forget] / sum(slices.values()),
-            "training_seconds": {"original": original.seconds, "oracle": oracle.seconds}, "wall_seconds": wall}
+            "training_seconds": {ORIGINAL: original.seconds, ORACLE: oracle.seconds}, "wall_seconds": wall}
 
 
 def parse_variant(text: str) -> tuple[str, list[str]]:
@@ -128,9 +128,9 @@ def main(argv: list[str] | None = None) -> None:
             rows.append(row)
             print(f"{name} seed {seed}: gap {row['gap']:+.2f} dB, retain cost {row['retain_cost']:+.2f} dB, "
                   f"min gain over zero-filled {row['min_original_gain']:+.2f} dB, "
-                  f"KTA zf/orig/oracle {row['KTA']['zero_filled']:.2f}/{row['KTA']['original']:.2f}/"
-                  f"{row['KTA']['oracle']:.2f}, BTA {row['BTA']['zero_filled']:.2f}/{row['BTA']['original']:.2f}/"
-                  f"{row['BTA']['oracle']:.2f}, artifact {row['artifact'] or '-'}, {row['wall_seconds']:.0f} s",
+                  f"KTA zf/orig/oracle {row['KTA'][ZERO_FILLED]:.2f}/{row['KTA'][ORIGINAL]:.2f}/"
+                  f"{row['KTA'][ORACLE]:.2f}, BTA {row['BTA'][ZERO_FILLED]:.2f}/{row['BTA'][ORIGINAL]:.2f}/"
+                  f"{row['BTA'][ORACLE]:.2f}, artifact {row['artifact'] or '-'}, {row['wall_seconds']:.0f} s",
                   flush=True)
     gaps = [r["gap"] for r in rows]
     write_result(args.name, {"experiment": args.experiment, "seeds": args.seeds, "runs": rows},

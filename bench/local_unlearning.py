@@ -28,6 +28,7 @@ from typing import Any
 
 from bench.common import write_result
 from fedforget.configs import load_experiment
+from fedforget.configs.schema import ORACLE
 from fedforget.learning.training import model_from_config
 from fedforget.recon.models import count_parameters
 from fedforget.strategies.protocol import arrays_from_state
@@ -84,7 +85,7 @@ def markdown(rows: dict[int, dict[str, dict[str, Any]]]) -> str:
 
 
 def oracle_row(results: dict[str, Any]) -> dict[str, Any]:
-    summary, record = results["summary"]["oracle"], results["models"]["oracle"]
+    summary, record = results["summary"][ORACLE], results["models"][ORACLE]
     return {"BTA_psnr": summary["BTA"]["psnr"], "KTA_psnr": summary["KTA"]["psnr"], "UA_psnr": summary["UA"]["psnr"],
             "mia_auc": record["audit"]["mia_auc"], "wall_seconds": record["wall_seconds"]}
 
@@ -106,7 +107,7 @@ def measure(args: argparse.Namespace) -> None:
                                                                                    "KTA_psnr_vs_k1")),
                 default=float("nan"))
     write_result("local_unlearning", {"experiment": args.experiment, "ks": args.ks, "methods": args.methods,
-                                      "overrides": args.overrides, "oracle": oracle,
+                                      "overrides": args.overrides, ORACLE: oracle,
                                       "bench_wall_seconds": time.perf_counter() - started,
                                       "rows": {str(k): v for k, v in rows.items()}, "table": table},
                  f"{len(args.methods)} methods x k in {args.ks}; largest |BTA or KTA change| of "

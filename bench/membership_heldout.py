@@ -21,7 +21,7 @@ import torch
 
 from bench.common import write_result
 from fedforget.clients.site import HELDOUT, SiteRuntime, resolve_site
-from fedforget.configs.schema import ExperimentConfig
+from fedforget.configs.schema import ORACLE, ORIGINAL, ZERO_FILLED, ExperimentConfig
 from fedforget.data.inspection import acquisition_of
 from fedforget.data.preparation import prepare_data
 from fedforget.learning.audits import membership_auc
@@ -57,12 +57,12 @@ def audit_with_heldout(run: Path, cfg: ExperimentConfig, models: list[str]) -> d
     prepare_data(cfg)
     site = cfg.unlearning.forget_site
     runtime = SiteRuntime(cfg, resolve_site({"partition-id": cfg.site_names.index(site)}, cfg), simulated=False)
-    oracle = _checkpoint_model(cfg, run / "checkpoints" / "oracle.pt")
+    oracle = _checkpoint_model(cfg, run / "checkpoints" / f"{ORACLE}.pt")
     reference = {split: runtime.score(oracle, split) for split in SPLITS}
     contrast = {split: _acquisitions(runtime, split, reference[split]) for split in SPLITS}
     rows: dict[str, object] = {}
-    for name in ["zero_filled", *models]:
-        reconstructor = zero_filled if name == "zero_filled" else _checkpoint_model(
+    for name in [ZERO_FILLED, *models]:
+        reconstructor = zero_filled if name == ZERO_FILLED else _checkpoint_model(
             cfg, run / "checkpoints" / f"{name}.pt")
         scored = {split: runtime.score(reconstructor, split).slice_losses - reference[split].slice_losses
                   for split in SPLITS}
@@ -78,7 +78,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run", type=Path, help="a finished run folder (with checkpoints/)")
     parser.add_argument("--test-volumes", type=int, nargs="+", default=[2, 8])
-    parser.add_argument("--models", nargs="*", default=["original"])
+    parser.add_argument("--models", nargs="*", default=[ORIGINAL])
     parser.add_argument("--name", default="membership_heldout")
     args = parser.parse_args()
     torch.set_num_threads(1)

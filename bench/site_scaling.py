@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import write_result
+from fedforget.configs.schema import ORIGINAL
 from fedforget.launch.flower import descendants
 from fedforget.learning.checkpoints import load_checkpoint
 
@@ -97,7 +98,7 @@ def measure(sites: int, rounds: int, scratch: Path) -> dict[str, Any]:
     run_seconds = time.perf_counter() - started
     if process.returncode != 0:
         raise RuntimeError(f"fedforget run with {sites} sites failed:\n{log[-4000:]}")
-    _, meta = load_checkpoint(output / "checkpoints" / "progress" / "original.pt")
+    _, meta = load_checkpoint(output / "checkpoints" / "progress" / f"{ORIGINAL}.pt")
     round_seconds = [entry["seconds"] for entry in meta["history"]]
     later = round_seconds[1:] or round_seconds
     return {"sites": sites, "write_seconds": round(write_seconds, 2), "round_seconds": round_seconds,

@@ -25,6 +25,7 @@ import argparse
 import numpy as np
 
 from bench.common import write_result
+from fedforget.configs.schema import EQUISPACED_FRACTION, ZERO_FILLED
 from fedforget.recon import phantoms
 from fedforget.recon.acquisition import fft2c, ifft2c
 from fedforget.recon.masks import make_mask_func
@@ -35,14 +36,14 @@ SLICES = 8
 
 
 def _column_mask(size: int, acceleration: int, center_fraction: float, seed: int) -> np.ndarray:
-    mask, _ = make_mask_func("equispaced_fraction", acceleration, center_fraction)((1, size, size, 2), seed=seed)
+    mask, _ = make_mask_func(EQUISPACED_FRACTION, acceleration, center_fraction)((1, size, size, 2), seed=seed)
     return mask.numpy().reshape(1, 1, size).astype(bool)
 
 
 def _reconstructions(textured: np.ndarray, untextured: dict[str, np.ndarray],
                      mask: np.ndarray) -> dict[str, np.ndarray]:
     sampled = fft2c(textured)
-    recons = {"zero_filled": np.abs(ifft2c(np.where(mask, sampled, 0)))}
+    recons = {ZERO_FILLED: np.abs(ifft2c(np.where(mask, sampled, 0)))}
     for name, smooth in untextured.items():
         recons[name] = np.abs(ifft2c(np.where(mask, sampled, fft2c(smooth))))
     return recons
@@ -64,7 +65,7 @@ def contrast_floor(anatomy: str, contrast: str, size: int, acceleration: int,
         for name, recon in _reconstructions(textured, untextured, mask).items():
             scores.setdefault(name, []).append(volume_metrics(target, recon.astype(np.float32)).psnr)
     row = {name: float(np.mean(values)) for name, values in scores.items()}
-    row["texture_ceiling_gain"] = row["anatomy_aware"] - row["zero_filled"]
+    row["texture_ceiling_gain"] = row["anatomy_aware"] - row[ZERO_FILLED]
     return row
 
 

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from bench.common import write_result
+from fedforget.configs.schema import ORACLE, ORIGINAL
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -33,7 +34,7 @@ def main(argv: list[str] | None = None) -> None:
     if done.returncode != 0:
         raise RuntimeError(f"run failed:\n{done.stdout[-3000:]}{done.stderr[-3000:]}")
     results = json.loads((args.output_dir / "results.json").read_text())
-    oracle = results["models"]["oracle"]
+    oracle = results["models"][ORACLE]
     rows = {}
     for name, record in results["models"].items():
         summary = results["summary"][name]
@@ -42,9 +43,9 @@ def main(argv: list[str] | None = None) -> None:
                       "bytes_communicated": record["bytes_communicated"], "RTE": summary["RTE"],
                       "BTA_psnr": summary["BTA"]["psnr"], "KTA_psnr": summary["KTA"]["psnr"],
                       "UA_psnr": summary["UA"]["psnr"],
-                      "KTA_minus_oracle": summary["KTA"]["psnr"] - results["summary"]["oracle"]["KTA"]["psnr"],
-                      "BTA_minus_oracle": summary["BTA"]["psnr"] - results["summary"]["oracle"]["BTA"]["psnr"]}
-    methods = [m for m in rows if m not in ("original", "oracle")]
+                      "KTA_minus_oracle": summary["KTA"]["psnr"] - results["summary"][ORACLE]["KTA"]["psnr"],
+                      "BTA_minus_oracle": summary["BTA"]["psnr"] - results["summary"][ORACLE]["BTA"]["psnr"]}
+    methods = [m for m in rows if m not in (ORIGINAL, ORACLE)]
     fastest = min(methods, key=lambda m: rows[m]["wall_seconds"])
     write_result("unlearning_cost", {"experiment": args.experiment, "run": str(args.output_dir),
                                      "run_wall_seconds": time.perf_counter() - started,
