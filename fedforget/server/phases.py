@@ -20,6 +20,7 @@ import torch
 from flwr.app import ConfigRecord, RecordDict
 from torch import nn
 
+from fedforget.configs.atomic import atomic_torch_save
 from fedforget.configs.compose import fingerprint, to_plain
 from fedforget.configs.schema import (
     ORACLE,
@@ -264,10 +265,7 @@ def _save_trained(path: Path, trained: TrainedModel, key: str, name: str) -> Non
                                           "wall_seconds": trained.wall_seconds, "bytes": trained.bytes_communicated,
                                           "history": trained.history})
     if trained.site_updates:
-        updates_path = path.with_name(f"{path.stem}-site-updates.pt")
-        tmp = updates_path.with_name(f".{updates_path.name}.tmp")
-        torch.save(trained.site_updates, tmp)
-        tmp.replace(updates_path)
+        atomic_torch_save(path.with_name(f"{path.stem}-site-updates.pt"), trained.site_updates, temp=".{name}.tmp")
 
 
 @dataclass
