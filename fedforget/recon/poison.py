@@ -42,7 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fedforget.configs.schema import POISON_TYPES
+from fedforget.configs.schema import NO_POISON, POISON_TYPES
 
 __all__ = [
     "POISON_KINDS",
@@ -61,7 +61,7 @@ __all__ = [
 ]
 
 # The artifacts: every poison.kind of the schema but "none".
-POISON_KINDS = tuple(kind for kind in POISON_TYPES if kind != "none")
+POISON_KINDS = tuple(kind for kind in POISON_TYPES if kind != NO_POISON)
 MANIFEST_FILE = "poison.json"
 _SCHEMA = 1
 # Part of every spec fingerprint: bump it whenever a pattern or the slice
