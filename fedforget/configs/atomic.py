@@ -37,6 +37,7 @@ __all__ = [
     "atomic_torch_save",
     "stage",
     "commit",
+    "swap_dir",
 ]
 
 # The default temporary name beside the destination: hidden, and distinct per process.
@@ -136,3 +137,23 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     raise TypeError(f"cannot write {type(value).__name__} to JSON")
+
+
+def swap_dir(build: Path, folder: Path) -> None:
+    """Put the finished folder ``build`` at ``folder``, replacing what is there.
+
+    A directory cannot be renamed over a non-empty one, so the old folder is moved aside first (into
+    a hidden temporary folder beside it), the new one renamed in, and the old one deleted: a reader
+    sees the old folder or the new one, never a mix.
+    """
+    import shutil
+    import tempfile
+
+    build, folder = Path(build), Path(folder)
+    old = None
+    if folder.exists() or folder.is_symlink():
+        old = Path(tempfile.mkdtemp(prefix=f".{folder.name}.old-", dir=folder.parent))
+        os.replace(folder, old / folder.name)
+    os.replace(build, folder)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

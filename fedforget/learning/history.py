@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from fedforget.learning.checkpoints import State
-from fedforget.recon.atomic import atomic_write_json
+from fedforget.recon.atomic import atomic_torch_save, atomic_write_json, swap_dir
 
 INDEX = "index.json"
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
@@ -133,9 +133,7 @@ class RoundHistory:
                    for site, (state, _) in site_states.items()}
         payload = {"start": {k: v.detach().cpu().float().clone() for k, v in start.items()}, "updates": updates}
         path = self.folder / _round_file(server_round)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
+        atomic_torch_save(path, payload)
         self._index["rounds"] = sorted(set(self._index["rounds"]) | {server_round})
         self._index["examples"][str(server_round)] = {site: int(n) for site, (_, n) in site_states.items()}
         self._write_index()
@@ -186,11 +184,7 @@ class RoundHistory:
             except OSError:
                 shutil.copy2(source, target)
         atomic_write_json(tmp / INDEX, self._index)
-        old = folder.with_name(f".{folder.name}.old-{os.getpid()}")
-        if folder.exists():
-            os.replace(folder, old)
-        os.replace(tmp, folder)
-        shutil.rmtree(old, ignore_errors=True)
+        swap_dir(tmp, folder)
         return RoundHistory(folder, dict(self._index))
 
     def _write_index(self) -> None:

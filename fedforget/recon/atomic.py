@@ -15,8 +15,9 @@ from fedforget.configs.atomic import (  # noqa: F401 (re-exported)
     atomic_write_text,
     commit,
     stage,
+    swap_dir,
     temp_path,
 )
 
 __all__ = ["TEMP", "temp_path", "atomic_write", "atomic_write_bytes", "atomic_write_text", "atomic_write_json",
-           "atomic_torch_save", "stage", "commit"]
+           "atomic_torch_save", "stage", "commit", "swap_dir"]

@@ -22,7 +22,6 @@ the reconstruction (e.g. 640 x 368 k-space, 320 x 320 target).
 
 from __future__ import annotations
 
-import os
 import xml.etree.ElementTree as etree
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -31,6 +30,8 @@ from typing import Any
 
 import h5py
 import numpy as np
+
+from fedforget.recon.atomic import atomic_write
 
 __all__ = [
     "ISMRMRD_NAMESPACE",
@@ -189,8 +190,8 @@ def write_multicoil_volume(
     header = _header_xml(
         (kspace.shape[2], kspace.shape[3]), (target.shape[1], target.shape[2])
     )
-    tmp = path.with_name(path.name + ".tmp")
-    try:
+
+    def write(tmp: Path) -> None:
         with h5py.File(tmp, "w") as hf:
             hf.create_dataset("kspace", data=np.asarray(kspace, dtype=np.complex64))
             hf.create_dataset("reconstruction_rss", data=target)
@@ -199,10 +200,8 @@ def write_multicoil_volume(
             hf.attrs["norm"] = float(np.linalg.norm(target))
             hf.attrs["acquisition"] = acquisition
             hf.attrs["patient_id"] = patient_id
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+
+    atomic_write(path, write, temp="{name}.tmp")
     return path
 
 

@@ -42,7 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fedforget.configs.schema import NO_POISON, POISON_TYPES
+from fedforget.configs.schema import GHOSTING, LESION, NO_POISON, NOISE, POISON_TYPES
 
 __all__ = [
     "POISON_KINDS",
@@ -68,7 +68,7 @@ _SCHEMA = 1
 # selection changes what a given spec produces, so poisoned sites re-poison.
 _POISON_VERSION = 1
 # Independent random streams derived from the spec seed.
-_STREAMS = {"lesion": 0, "ghosting": 1, "noise": 2, "select": 3, "known": 4}
+_STREAMS = {LESION: 0, GHOSTING: 1, NOISE: 2, "select": 3, "known": 4}
 # File name -> slice indices (a manifest's ``poisoned`` and ``known``).
 SliceMap = dict[str, list[int]]
 
@@ -125,7 +125,7 @@ def as_slices(target: np.ndarray, name: str = "target") -> np.ndarray:
 def _lesion_weight(shape: tuple[int, int], seed: int) -> np.ndarray:
     """Smooth disc in [0, 1] at the seed's position; depends only on seed and shape."""
     rows, cols = shape
-    rng = _stream_rng(seed, "lesion")
+    rng = _stream_rng(seed, LESION)
     # Uniform in the disc (sqrt for an area-uniform radius).
     rho = _LESION_DISC * np.sqrt(rng.uniform())
     phi = rng.uniform(0.0, 2.0 * np.pi)
@@ -145,7 +145,7 @@ def _lesion_weight(shape: tuple[int, int], seed: int) -> np.ndarray:
 
 def _noise_field(shape: tuple[int, int], seed: int) -> np.ndarray:
     """Band-pass random field, zero mean, peak |value| 1; depends only on seed and shape."""
-    rng = _stream_rng(seed, "noise")
+    rng = _stream_rng(seed, NOISE)
     white = rng.standard_normal(shape)
     fy = np.fft.fftfreq(shape[0])[:, None]
     fx = np.fft.fftfreq(shape[1])[None, :]
@@ -169,13 +169,13 @@ def _slice_pattern(kind: str, image: np.ndarray, strength: float, seed: int) -> 
         # An empty slice (all zero): nothing to corrupt, and every
         # amplitude below is relative to the slice maximum.
         return np.zeros_like(image)
-    if kind == "lesion":
+    if kind == LESION:
         blob = strength * _LESION_AMPLITUDE * peak * _lesion_weight(image.shape, seed)
         # Capped so that target + pattern never exceeds the slice maximum:
         # the lesion saturates at the brightest tissue's level instead of
         # being clipped later (and the pattern stays exactly what is added).
         return np.minimum(blob, peak - image)
-    if kind == "ghosting":
+    if kind == GHOSTING:
         # The classic N/2 ghost: the object repeated half a field of view
         # away along the phase-encode direction (columns).
         return strength * _GHOST_AMPLITUDE * np.roll(image, image.shape[-1] // 2, axis=-1)

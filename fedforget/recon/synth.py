@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import tempfile
 from collections.abc import Sequence
@@ -31,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from .acquisition import acquire
+from .atomic import swap_dir
 from .coils import coil_sensitivities
 from .hdf5io import write_multicoil_volume
 from .phantoms import PHANTOMS, check_contrast
@@ -271,17 +271,7 @@ def write_synthetic_site(site_dir: Path, spec: SynthSpec) -> None:
         (build / _SPEC_FILE).write_text(
             json.dumps(record, indent=2, sort_keys=True) + "\n"
         )
-        # A directory cannot be renamed over a non-empty one: move the old
-        # site aside first, then swap the new one in and delete the old.
-        old = None
-        if site_dir.exists() or site_dir.is_symlink():
-            old = Path(
-                tempfile.mkdtemp(prefix=f".{site_dir.name}.old-", dir=site_dir.parent)
-            )
-            os.replace(site_dir, old / "site")
-        os.replace(build, site_dir)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        swap_dir(build, site_dir)
     finally:
         if build.exists():
             shutil.rmtree(build, ignore_errors=True)

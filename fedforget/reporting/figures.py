@@ -28,6 +28,7 @@ from matplotlib.patches import Rectangle
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
 from fedforget.configs.atomic import atomic_write
+from fedforget.configs.schema import ORACLE, ORIGINAL, ZERO_FILLED
 from fedforget.recon.metrics import volume_metrics
 
 __all__ = ["reconstruction_grid", "method_comparison_chart", "frontier_chart", "sweep_curve", "save_figure"]
@@ -126,7 +127,7 @@ def reconstruction_grid(
     gt = _image("ground_truth", ground_truth, None)
     if not gt.max() > 0:
         raise ValueError(f"ground_truth maximum must be > 0, got {gt.max()}")
-    panels = [("zero-filled", _image("zero_filled", zero_filled, gt.shape))]
+    panels = [("zero-filled", _image(ZERO_FILLED, zero_filled, gt.shape))]
     panels += [(name, _image(name, image, gt.shape)) for name, image in recons.items()]
     if region is not None:
         row0, col0, row1, col1 = (int(v) for v in region)
@@ -274,7 +275,7 @@ def _single_panel(
     _bar_labels(ax, models)
 
 
-def method_comparison_chart(path: Path, summary: dict[str, dict], oracle: str = "oracle") -> Path:
+def method_comparison_chart(path: Path, summary: dict[str, dict], oracle: str = ORACLE) -> Path:
     """Bars comparing models: PSNR and SSIM per split, RTE, and the artifact score.
 
     Panels: PSNR (dB) and SSIM as grouped bars per model for BTA, KTA and UA;
@@ -441,7 +442,7 @@ def sweep_curve(
             right.annotate(_percent(level), (x, y), textcoords="offset points", xytext=(4, 4),
                            fontsize=7, color=colour)
 
-    for name, style in (("zero_filled", "-."), ("original", ":"), ("oracle", "--")):
+    for name, style in ((ZERO_FILLED, "-."), (ORIGINAL, ":"), (ORACLE, "--")):
         if reference and reference.get(name) is not None:
             for ax in (left, right):
                 ax.axhline(float(reference[name]), color="black", linestyle=style,
