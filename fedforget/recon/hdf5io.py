@@ -166,6 +166,27 @@ def write_multicoil_volume(
             target is not positive somewhere.
     """
     path = Path(path)
+    target, max_value = _checked_volume(kspace, target)
+    header = _header_xml(
+        (kspace.shape[2], kspace.shape[3]), (target.shape[1], target.shape[2])
+    )
+
+    def write(tmp: Path) -> None:
+        with h5py.File(tmp, "w") as hf:
+            hf.create_dataset("kspace", data=np.asarray(kspace, dtype=np.complex64))
+            hf.create_dataset("reconstruction_rss", data=target)
+            hf.create_dataset("ismrmrd_header", data=np.bytes_(header))
+            hf.attrs["max"] = max_value
+            hf.attrs["norm"] = float(np.linalg.norm(target))
+            hf.attrs["acquisition"] = acquisition
+            hf.attrs["patient_id"] = patient_id
+
+    atomic_write(path, write, temp="{name}.tmp")
+    return path
+
+
+def _checked_volume(kspace: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, float]:
+    """The target as float32 and its maximum, after checking both arrays (see write_multicoil_volume)."""
     if not np.iscomplexobj(kspace) or kspace.ndim != 4:
         raise ValueError(
             f"kspace must be complex with shape (slices, coils, rows, cols); "
@@ -186,23 +207,7 @@ def write_multicoil_volume(
     max_value = float(target.max())
     if max_value <= 0:
         raise ValueError(f"target max must be > 0, got {max_value}")
-
-    header = _header_xml(
-        (kspace.shape[2], kspace.shape[3]), (target.shape[1], target.shape[2])
-    )
-
-    def write(tmp: Path) -> None:
-        with h5py.File(tmp, "w") as hf:
-            hf.create_dataset("kspace", data=np.asarray(kspace, dtype=np.complex64))
-            hf.create_dataset("reconstruction_rss", data=target)
-            hf.create_dataset("ismrmrd_header", data=np.bytes_(header))
-            hf.attrs["max"] = max_value
-            hf.attrs["norm"] = float(np.linalg.norm(target))
-            hf.attrs["acquisition"] = acquisition
-            hf.attrs["patient_id"] = patient_id
-
-    atomic_write(path, write, temp="{name}.tmp")
-    return path
+    return target, max_value
 
 
 def _fail(path: Path, problem: str, expected: str, slice_index: int | None = None) -> DataFileError:

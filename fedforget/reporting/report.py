@@ -155,6 +155,12 @@ def render_report(results: Mapping[str, Any], figures: list[str] = ()) -> str:
         per_site_table(results),
         "",
     ]
+    parts += _figures_part(results, figures) + _events_part(results)
+    return "\n".join(parts)
+
+
+def _figures_part(results: Mapping[str, Any], figures: list[str]) -> list[str]:
+    parts: list[str] = []
     if figures:
         parts += ["## Figures", "Reconstruction grids: ground truth, zero-filled and every model on one grey "
                   "scale; below, absolute errors on one shared colour scale. The red box marks the poison "
@@ -166,13 +172,17 @@ def render_report(results: Mapping[str, Any], figures: list[str] = ()) -> str:
         parts += [f"![{Path(figure).stem}]({figure})", ""]
     for note in results.get("figure_notes", []):
         parts += [f"- {note}"]
+    return parts
+
+
+def _events_part(results: Mapping[str, Any]) -> list[str]:
     events = results.get("events", [])
-    if events:
-        parts += ["## Events", table(["time", "kind", "details"],
-                                     [[e["time"], e["kind"], ", ".join(f"{k}={v}" for k, v in e.items()
-                                                                       if k not in ("time", "kind"))]
-                                      for e in events]), ""]
-    return "\n".join(parts)
+    if not events:
+        return []
+    return ["## Events", table(["time", "kind", "details"],
+                               [[e["time"], e["kind"], ", ".join(f"{k}={v}" for k, v in e.items()
+                                                                 if k not in ("time", "kind"))]
+                                for e in events]), ""]
 
 
 def write_report(root: Path, results: Mapping[str, Any]) -> Path:
