@@ -7,6 +7,10 @@
 - ``train.unlearn``: one party's share of an unlearning step (a gradient or importances), or of
   a local round (the change of its weights after k local steps, or a guide's mean gradient),
   on the site's own data; only arrays of parameter shape go back.
+
+Each handler reads its message as a typed request (:mod:`fedforget.strategies.messages`), so a
+message that lacks what its request needs fails with the missing key named, and the unlearning
+handler dispatches on the request's :class:`UnlearnMode`.
 """
 
 from __future__ import annotations
@@ -22,45 +26,40 @@ import platform
 import time
 from collections.abc import Callable
 from functools import wraps
+from typing import NamedTuple
 
-from flwr.app import Context, Message
+from flwr.app import ArrayRecord, Context, Message
 from flwr.clientapp import ClientApp
+from torch import nn
 
 from fedforget.clients.site import HELDOUT, SiteRuntime, runtime_for
 from fedforget.configs.compose import load_from_run_config
 from fedforget.configs.schema import FORGET, unlearn_phase
+from fedforget.data.batches import BatchSource
 from fedforget.learning.audits import membership_audit
 from fedforget.learning.evaluation import Evaluation, Reconstructor
 from fedforget.learning.evaluation import zero_filled as zero_filled_reconstruction
 from fedforget.learning.training import reconstruct, train_steps
+from fedforget.strategies.messages import EvaluateRequest, SiteQuery, TrainRequest, UnlearnMode, UnlearnRequest
 from fedforget.strategies.protocol import (
-    ARRAYS,
-    EXCHANGE,
-    FIRST_BATCH,
-    LOCAL_STEPS,
-    ORIGINAL_KEY,
-    REFERENCE,
-    ROUND_DATA,
-    ROUND_LR,
     SITE,
-    ZERO_FILLED_KEY,
     SiteError,
     arrays_from_state,
-    config_of,
     data_record,
     error_reply,
     metrics_reply,
-    round_inputs_of,
     split_metric,
 )
 from fedforget.unlearning import get_method
 from fedforget.unlearning.base import (
+    Method,
     Phase,
+    Tensors,
+    TermContext,
     local_update,
     mean_term_gradient,
     term_gradients,
 )
-from fedforget.unlearning.history_base import FORGET_DATA
 
 app = ClientApp()
 
@@ -104,6 +103,7 @@ def software_versions() -> dict[str, str]:
 @app.query("site")
 @_site_action
 def describe_site(message: Message, runtime: SiteRuntime) -> Message:
+    SiteQuery.from_record(message.content)  # a message that is no site query fails here, naming what it lacks
     train, test = runtime.split("train"), runtime.split("test")
     volumes = {name: len({runtime.split(name).volume_of(i) for i in range(len(runtime.split(name)))})
                for name in ("train", "test")}
@@ -133,16 +133,14 @@ def _injected_fault(runtime: SiteRuntime, phase: str, step: int) -> None:
 def train(message: Message, runtime: SiteRuntime) -> Message:
     """A local training round: a FedAvg round (lr from the schedule), or a history-based method's round
     (an explicit lr; on the forget set for PUF's negated round)."""
-    config = config_of(message.content)
-    step = int(config[EXCHANGE]) if EXCHANGE in config else int(config.get("server-round", 0))
-    _injected_fault(runtime, str(config.get("phase", "")), step)
-    exclude = bool(config.get("exclude-poisoned", False))
-    model = runtime.load(message.content[ARRAYS])
-    settings = (runtime.training_at(float(config[ROUND_LR])) if ROUND_LR in config
-                else runtime.training_in_round(int(config.get("server-round", 1))))
-    source = runtime.forget_source() if config.get(ROUND_DATA) == FORGET_DATA else runtime.train_source(exclude)
+    request = TrainRequest.from_record(message.content)
+    _injected_fault(runtime, request.phase, request.fault_step)
+    model = runtime.load(request.model)
+    settings = (runtime.training_at(request.lr) if request.lr is not None
+                else runtime.training_in_round(request.server_round if request.server_round is not None else 1))
+    source = runtime.forget_source() if request.on_forget_set else runtime.train_source(bool(request.exclude_poisoned))
     trace("compute_start", id=message.metadata.message_id)
-    loss = train_steps(model, source, int(config[FIRST_BATCH]), int(config[LOCAL_STEPS]), settings, runtime.loss,
+    loss = train_steps(model, source, request.first_batch, request.local_steps, settings, runtime.loss,
                        runtime.device)
     trace("compute_end", id=message.metadata.message_id)
     metrics = {"num-examples": len(source), "loss": loss}
@@ -160,33 +158,33 @@ def evaluation_reply(message: Message, runtime: SiteRuntime) -> Message:
 
     Exceptions propagate (the ClientApp's wrapper turns them into error replies; ``fedforget compose``,
     which scores in-process, must see them)."""
-    config = config_of(message.content)
-    reconstructor = _reconstructor(message, runtime, bool(config.get(ZERO_FILLED_KEY, False)))
-    results = {split: runtime.score(reconstructor, split) for split in str(config["splits"]).split(",")}
+    request = EvaluateRequest.from_record(message.content)
+    reconstructor = _reconstructor(request, runtime)
+    results = {split: runtime.score(reconstructor, split) for split in request.splits}
     metrics: dict[str, float | list[float]] = {"num-examples": results["test"].slices}
     for split, result in results.items():
         metrics.update(_split_metrics(split, result))
     if "train" in results:
         heldout = runtime.score(reconstructor, HELDOUT) if runtime.holds_poisoned_forget_set else results["test"]
-        reference = _reference_scores(message, runtime) if REFERENCE in message.content.array_records else {}
+        reference = _reference_scores(request.reference, runtime) if request.reference is not None else {}
         audit = membership_audit(results["train"], heldout, reference.get("train"), reference.get(HELDOUT),
                                  seed=runtime.cfg.seed)
         metrics.update(audit.metrics())
     return metrics_reply(message, metrics)
 
 
-def _reconstructor(message: Message, runtime: SiteRuntime, zero_filled: bool) -> Reconstructor:
+def _reconstructor(request: EvaluateRequest, runtime: SiteRuntime) -> Reconstructor:
     """The received model's reconstructions, or zero-filled ones (for which no model is sent)."""
-    if zero_filled:
+    if request.model is None:
         return zero_filled_reconstruction
-    model = runtime.load(message.content[ARRAYS])
+    model = runtime.load(request.model)
     model.eval()
     return lambda batch: reconstruct(model, batch)
 
 
-def _reference_scores(message: Message, runtime: SiteRuntime) -> dict[str, Evaluation]:
+def _reference_scores(reference: ArrayRecord, runtime: SiteRuntime) -> dict[str, Evaluation]:
     """The reference model (the oracle) on the forget set and the held-out slices, for the calibrated audit."""
-    return {split: runtime.reference_score(message.content[REFERENCE], split) for split in ("train", HELDOUT)}
+    return {split: runtime.reference_score(reference, split) for split in ("train", HELDOUT)}
 
 
 def _split_metrics(split: str, result: Evaluation) -> dict[str, float | list[float]]:
@@ -203,39 +201,70 @@ def _split_metrics(split: str, result: Evaluation) -> dict[str, float | list[flo
     return {split_metric(split, name): value for name, value in values.items()}
 
 
+class _Party(NamedTuple):
+    """What a party's share of an unlearning exchange works with: the method, its data, the model, the context."""
+
+    method: Method
+    source: BatchSource
+    model: nn.Module
+    ctx: TermContext
+    phase: Phase
+
+
+_Share = tuple[dict[str, float], Tensors]  # a share's metrics (num-examples, loss) and its parameter-shaped arrays
+
+
 @app.train("unlearn")
 @_site_action
 def unlearn_share(message: Message, runtime: SiteRuntime) -> Message:
-    config = config_of(message.content)
-    _injected_fault(runtime, unlearn_phase(config["method"]), int(config.get(EXCHANGE, 1)))
-    method = get_method(str(config["method"]), runtime.cfg.unlearning)
-    role = str(config["role"])
-    source = runtime.forget_source() if role == FORGET else runtime.retain_source()
-    model = runtime.load(message.content[ARRAYS])
-    original = message.content[ORIGINAL_KEY] if ORIGINAL_KEY in message.content.array_records else None
-    ctx = runtime.term_context(method, role, original)
-    phase = Phase(str(config["phase"]), str(config["kind"]), int(config["steps"]), (role,))
-    if phase.dampens:
-        batches = min(int(config["batches"]), source.batches_per_pass)
-        values = method.importance(role, model, source, batches, ctx, runtime.device)
-        return metrics_reply(message, {"num-examples": batches * source.batch_size, "loss": 0.0},
-                             arrays_from_state(values))
-    index = int(config["index"])
-    if "local-steps" in config:
-        steps = int(config["local-steps"])
-        if config["local-mode"] == "direction":
-            reply = mean_term_gradient(method, role, phase, model, source, index, steps, ctx, runtime.device)
-        else:
-            update = local_update(method, role, phase, model, source, index, steps, ctx, float(config["lr"]),
-                                  round_inputs_of(message.content).to(runtime.device), runtime.device)
-            return metrics_reply(message, {"num-examples": update.examples, "loss": update.loss},
-                                 arrays_from_state(update.delta))
-    else:
-        ctx.inputs = round_inputs_of(message.content).to(runtime.device)
-        batch = source.batch(index).to(runtime.device)
-        reply = term_gradients(method, role, phase, model, batch, index, ctx)
-    return metrics_reply(message, {"num-examples": reply.examples, "loss": reply.loss},
-                         arrays_from_state(reply.grads))
+    """One party's share of an unlearning exchange, as the request's mode asks (see :class:`UnlearnMode`)."""
+    request = UnlearnRequest.from_record(message.content)
+    _injected_fault(runtime, unlearn_phase(request.method), request.exchange if request.exchange is not None else 1)
+    method = get_method(request.method, runtime.cfg.unlearning)
+    source = runtime.forget_source() if request.role == FORGET else runtime.retain_source()
+    model = runtime.load(request.model)
+    party = _Party(method, source, model, runtime.term_context(method, request.role, request.original),
+                  request.party_phase())
+    metrics, arrays = _SHARES[request.mode](request, party, runtime)
+    return metrics_reply(message, metrics, arrays_from_state(arrays))
+
+
+def _importances(request: UnlearnRequest, party: _Party, runtime: SiteRuntime) -> _Share:
+    """A dampening phase's importances over at most one pass of the party's data."""
+    batches = min(request.batches, party.source.batches_per_pass)
+    values = party.method.importance(request.role, party.model, party.source, batches, party.ctx, runtime.device)
+    return {"num-examples": batches * party.source.batch_size, "loss": 0.0}, values
+
+
+def _direction(request: UnlearnRequest, party: _Party, runtime: SiteRuntime) -> _Share:
+    """A guide role's mean gradient over a local round's batches."""
+    reply = mean_term_gradient(party.method, request.role, party.phase, party.model, party.source, request.index,
+                               request.local_steps, party.ctx, runtime.device)
+    return {"num-examples": reply.examples, "loss": reply.loss}, reply.grads
+
+
+def _local_update(request: UnlearnRequest, party: _Party, runtime: SiteRuntime) -> _Share:
+    """The change of the party's weights after a local round of its own term."""
+    update = local_update(party.method, request.role, party.phase, party.model, party.source, request.index,
+                          request.local_steps, party.ctx, request.lr,
+                          request.inputs.round_inputs().to(runtime.device), runtime.device)
+    return {"num-examples": update.examples, "loss": update.loss}, update.delta
+
+
+def _gradient_step(request: UnlearnRequest, party: _Party, runtime: SiteRuntime) -> _Share:
+    """The party's term gradient on one batch (with the step's inputs)."""
+    party.ctx.inputs = request.inputs.round_inputs().to(runtime.device)
+    batch = party.source.batch(request.index).to(runtime.device)
+    reply = term_gradients(party.method, request.role, party.phase, party.model, batch, request.index, party.ctx)
+    return {"num-examples": reply.examples, "loss": reply.loss}, reply.grads
+
+
+_SHARES: dict[UnlearnMode, Callable[[UnlearnRequest, _Party, SiteRuntime], _Share]] = {
+    UnlearnMode.GRADIENT_STEP: _gradient_step,
+    UnlearnMode.IMPORTANCES: _importances,
+    UnlearnMode.DIRECTION: _direction,
+    UnlearnMode.LOCAL_UPDATE: _local_update,
+}
 
 
 trace("clientapp_import_end")

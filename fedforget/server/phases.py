@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from flwr.app import ConfigRecord, RecordDict
+from flwr.app import RecordDict
 from torch import nn
 
 from fedforget.configs.atomic import atomic_torch_save
@@ -42,14 +42,11 @@ from fedforget.server.run_folder import RunFolder
 from fedforget.strategies.directory import SiteInfo
 from fedforget.strategies.fedavg import Progress, RoundReport, TrainedModel, train_federated
 from fedforget.strategies.link import SiteLink
+from fedforget.strategies.messages import EvaluateRequest
 from fedforget.strategies.protocol import (
-    ARRAYS,
-    CONFIG,
     EVAL_SPLITS,
     EVALUATE,
     METRICS,
-    REFERENCE,
-    ZERO_FILLED_KEY,
     SiteError,
     arrays_from_state,
     parse_evaluation,
@@ -112,12 +109,12 @@ def evaluation_content(site: str, forget_site: str, state: State | None, tag: st
                        reference: State | None = None) -> RecordDict:
     """What an ``evaluate`` message asks of one site: the test split (the forget site's train split too) of
     ``state`` (None: zero-filled), and at the forget site the ``reference`` for the calibrated audit."""
-    splits = "test,train" if site == forget_site else "test"
-    config = ConfigRecord({"splits": splits, "phase": tag, "step": step, ZERO_FILLED_KEY: state is None})
-    records = {CONFIG: config} if state is None else {ARRAYS: arrays_from_state(state), CONFIG: config}
-    if reference is not None and site == forget_site:
-        records[REFERENCE] = arrays_from_state(reference)
-    return RecordDict(records)
+    at_forget_site = site == forget_site
+    request = EvaluateRequest(splits=("test", "train") if at_forget_site else ("test",), phase=tag, step=step,
+                              model=None if state is None else arrays_from_state(state),
+                              reference=arrays_from_state(reference) if reference is not None and at_forget_site
+                              else None)
+    return request.to_record()
 
 
 def site_scores(content: RecordDict) -> dict[str, Any]:
@@ -311,7 +308,7 @@ def _train(session: Session, name: str, sites: list[str], key: str) -> TrainedMo
         # Round 0: the curves' starting point; it also warms every site process up before the clock runs.
         session.run.progress.evaluation(tag, 0, evaluate_at_sites(session, initial, tag, 0, tolerate=True))
     # The oracle of a poisoned federation is retrained on every site without any poisoned slice.
-    exclude = {"exclude-poisoned": name == ORACLE and cfg.poison.active}
+    exclude = name == ORACLE and cfg.poison.active
     history = None
     if _history_settings(session, name) is not None:
         joined = {j + 1 for j in cfg.joins.values() if j > 0}  # a rollback resumes these rounds' starts

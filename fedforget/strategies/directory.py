@@ -6,13 +6,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from flwr.app import ConfigRecord, Message, RecordDict
+from flwr.app import Message
 from flwr.serverapp import Grid
 
 from fedforget.configs.schema import ExperimentConfig
 from fedforget.strategies.link import Ledger, _flower_reason, send_and_receive
+from fedforget.strategies.messages import SiteQuery
 from fedforget.strategies.protocol import (
-    CONFIG,
     METRICS,
     SITE_QUERY,
     SiteError,
@@ -83,8 +83,7 @@ def discover_sites(grid: Grid, cfg: ExperimentConfig, timeout: float,
 
 def _ask(grid: Grid, nodes: list[int], timeout: float, ledger: Ledger | None, found: dict[str, SiteInfo]) -> None:
     """Send the site query to ``nodes`` and record each answer in ``found`` (raising on the first failure)."""
-    messages = [Message(RecordDict({CONFIG: ConfigRecord({"purpose": "discover"})}), message_type=SITE_QUERY,
-                        dst_node_id=node) for node in nodes]
+    messages = [Message(SiteQuery().to_record(), message_type=SITE_QUERY, dst_node_id=node) for node in nodes]
     sent = {message.metadata.dst_node_id: message for message in messages}
     answers = send_and_receive(grid, messages, timeout)
     silent = sorted(set(sent) - {answer.metadata.src_node_id for answer in answers})

@@ -23,10 +23,9 @@ from fedforget.configs.schema import FederationConfig
 from fedforget.learning.checkpoints import State, load_checkpoint, save_checkpoint
 from fedforget.learning.history import RoundHistory
 from fedforget.strategies.link import SiteLink
+from fedforget.strategies.messages import TrainRequest
 from fedforget.strategies.protocol import (
     ARRAYS,
-    FIRST_BATCH,
-    LOCAL_STEPS,
     METRICS,
     SiteError,
     arrays_from_state,
@@ -131,12 +130,13 @@ def train_federated(
     phase: str,
     progress: Progress,
     hooks: RoundHooks,
-    extra_config: dict[str, Any] | None = None,
+    exclude_poisoned: bool | None = None,
     joins: Mapping[str, int] | None = None,
     round_history: RoundHistory | None = None,
 ) -> TrainedModel:
     """Run ``fed.rounds`` FedAvg rounds over ``sites`` (continuing a saved phase if there is one).
 
+    ``exclude_poisoned`` is sent with every round (None: not sent; the sites train on all their slices).
     A site with ``joins[site] = j`` takes part in rounds j+1 onwards only. With ``round_history``
     every kept round's start and site updates are written to it before the round's checkpoint.
 
@@ -158,7 +158,7 @@ def train_federated(
         strategy = SiteFedAvg([link.nodes[s] for s in taking_part])
         start = state
         state, updates, report = _one_round(link, strategy, state, fed, phase, taking_part, server_round,
-                                            extra_config or {})
+                                            exclude_poisoned)
         if round_history is not None:
             round_history.add(server_round, start, updates)
         wall += report.seconds
@@ -203,12 +203,14 @@ def contributors(sites: list[str], history: list[dict[str, Any]]) -> list[str]:
 
 def _one_round(link: SiteLink, strategy: SiteFedAvg, state: State, fed: FederationConfig, phase: str,
                sites: list[str], server_round: int,
-               extra_config: dict[str, Any]) -> tuple[State, dict[str, tuple[State, int]], RoundReport]:
+               exclude_poisoned: bool | None) -> tuple[State, dict[str, tuple[State, int]], RoundReport]:
     """One FedAvg round over the sites that answer; a round fails only if every site fails it."""
     started = time.perf_counter()
-    config = ConfigRecord({"phase": phase, LOCAL_STEPS: fed.local_steps,
-                           FIRST_BATCH: (server_round - 1) * fed.local_steps, **extra_config})
-    messages = list(strategy.configure_train(server_round, arrays_from_state(state), config, link.grid))
+    request = TrainRequest(model=arrays_from_state(state), phase=phase, local_steps=fed.local_steps,
+                           first_batch=(server_round - 1) * fed.local_steps, exclude_poisoned=exclude_poisoned,
+                           server_round=server_round)
+    # Flower's FedAvg writes the messages (it sets server-round itself, to the same value and place).
+    messages = list(strategy.configure_train(server_round, request.model, request.to_config(), link.grid))
     exchange = link.send_messages(messages, phase, server_round)
     if not exchange.replies:
         raise SiteError(",".join(sites), f"every site failed {phase} round {server_round}: {exchange.failures}")

@@ -28,7 +28,6 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 
 from fedforget.recon.hdf5io import DataFileError
-from fedforget.unlearning.base import RoundInputs
 
 SITE_QUERY = "query.site"
 TRAIN = "train"
@@ -44,15 +43,8 @@ ORIGINAL_KEY = "original"
 # The reference model of the calibrated membership audit (the oracle), sent to the forget site with final evaluations.
 REFERENCE = "reference"
 SITE = "site"
-# An evaluate message with this config key set scores zero-filled reconstructions (no model travels).
-ZERO_FILLED_KEY = "zero-filled"
 INPUT = "input-"  # prefix of a local round's inputs: ArrayRecords for tensors, config keys for numbers
-# Config keys of a ``train`` message (a FedAvg round, or a history-based method's local round).
-LOCAL_STEPS = "local-steps"
-FIRST_BATCH = "first-batch"
-ROUND_LR = "lr"  # the learning rate to train at (absent: the FedAvg schedule's rate of server-round)
-ROUND_DATA = "data"  # which stream to train on: "train" (default) or "forget" (the forget site's forget set)
-EXCHANGE = "exchange"  # the number of a phase's exchange (attempts included); federation.fault counts it
+# The config keys of each request, and the requests themselves, are in fedforget.strategies.messages.
 
 FAULT, DATA, CODE = "fault", "data", "code"
 _TRACEBACK_CHARS = 4000
@@ -156,20 +148,6 @@ def _layout(key: str, numel: int) -> list[tuple[str, tuple[int, ...], int]]:
     if declared != numel:
         raise ValueError(f"a packed array holds {numel} values but its layout declares {declared}")
     return layout
-
-
-def input_records(inputs: RoundInputs) -> tuple[dict[str, ArrayRecord], dict[str, float]]:
-    """A local round's inputs as ArrayRecords and config values, each named ``input-<name>``."""
-    arrays = {INPUT + name: arrays_from_state(tensors) for name, tensors in inputs.tensors.items()}
-    return arrays, {INPUT + name: float(value) for name, value in inputs.values.items()}
-
-
-def round_inputs_of(content: RecordDict) -> RoundInputs:
-    """The inputs a local-round message carries (see :func:`input_records`)."""
-    tensors = {key[len(INPUT):]: state_from_arrays(record) for key, record in content.array_records.items()
-               if key.startswith(INPUT)}
-    values = {key[len(INPUT):]: float(value) for key, value in config_of(content).items() if key.startswith(INPUT)}
-    return RoundInputs(tensors=tensors, values=values)
 
 
 def error_reply(message: Message, site: str, err: BaseException) -> Message:
@@ -294,10 +272,6 @@ def data_description(record: Mapping[str, Any]) -> dict[str, Any]:
                               "volumes": int(record[f"{split}-volumes"]),
                               "files": [{"name": str(n), "bytes": int(b), "sha256": str(h)} for n, b, h in files]}
     return description
-
-
-def config_of(content: RecordDict) -> dict[str, Any]:
-    return dict(content.config_records[CONFIG]) if CONFIG in content.config_records else {}
 
 
 def metrics_reply(message: Message, metrics: Mapping[str, float], arrays: ArrayRecord | None = None,

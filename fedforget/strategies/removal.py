@@ -33,20 +33,17 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from flwr.app import ConfigRecord, RecordDict
+from flwr.app import RecordDict
 from torch import nn
 
 from fedforget.strategies.link import SiteLink
+from fedforget.strategies.messages import InputRecords, NumberedRequest, UnlearnMode, UnlearnRequest
 from fedforget.strategies.protocol import (
     ARRAYS,
-    CONFIG,
-    EXCHANGE,
     METRICS,
-    ORIGINAL_KEY,
     UNLEARN,
     SiteError,
     arrays_from_state,
-    input_records,
     state_from_arrays,
 )
 from fedforget.unlearning.base import (
@@ -80,18 +77,19 @@ class RetryingSender:
         self.step = 0
         self.seconds = 0.0  # spent waiting for the sites (the rest of a method's time is the server's)
 
-    def send(self, message_type: str, contents: dict[str, RecordDict]) -> dict[str, RecordDict]:
-        """Every site's reply to its content.
+    def send(self, message_type: str, requests: Mapping[str, NumberedRequest]) -> dict[str, RecordDict]:
+        """Every site's reply to its request, each attempt numbered as its exchange.
 
         Raises:
             SiteError: a site still failed after the last retry (its reason).
         """
         replies: dict[str, RecordDict] = {}
-        pending = dict(contents)
+        pending = dict(requests)
         for attempt in range(self.retries + 1):
             self.step += 1
             began = time.perf_counter()
-            exchange = self.link.send(message_type, _numbered(pending, self.step), self.label, self.step)
+            contents = {site: request.numbered(self.step).to_record() for site, request in pending.items()}
+            exchange = self.link.send(message_type, contents, self.label, self.step)
             self.seconds += time.perf_counter() - began
             replies.update(exchange.replies)
             if not exchange.failures:
@@ -119,6 +117,9 @@ class FederatedWorker:
         self.batches_per_pass = dict(batches_per_pass)
         self.label = phase_label
         self.original = original
+        # Packed once: the original does not change while a method runs, and each of its messages carries it.
+        self._original = (arrays_from_state(original) if original is not None and method.needs_original
+                          else None)
         self.server_retain = server_retain
         self.sender = RetryingSender(link, phase_label, retries, on_failure)
 
@@ -127,18 +128,27 @@ class FederatedWorker:
             return [self.forget_site]
         return [] if self.server_retain is not None else self.retain_sites
 
-    def _content(self, role: str, phase: Phase, model: nn.Module, inputs: RoundInputs | None = None,
-                 **extra: Any) -> RecordDict:
-        arrays, values = input_records(inputs) if inputs is not None else ({}, {})
-        config = ConfigRecord({"method": self.method.name, "role": role, "phase": phase.name,
-                               "kind": phase.kind, "steps": phase.steps, **extra, **values})
-        records = {ARRAYS: arrays_from_state(model.state_dict()), CONFIG: config, **arrays}
-        if role in self.method.needs_original and self.original is not None:
-            records[ORIGINAL_KEY] = arrays_from_state(self.original)
-        return RecordDict(records)
+    def _requests(self, mode: UnlearnMode, phase: Phase, model: nn.Module, fields: Mapping[str, dict[str, Any]],
+                  inputs: Mapping[str, RoundInputs] | None = None) -> dict[str, UnlearnRequest]:
+        """Every site's request of one exchange: to each role's sites, the role's ``fields`` and ``inputs``.
 
-    def _exchange(self, contents: dict[str, RecordDict]) -> dict[str, RecordDict]:
-        return self.sender.send(UNLEARN, contents)
+        The weights (and each role's inputs) are packed once per exchange and shared by its messages.
+        """
+        roles = [role for role in fields if self._sites(role)]
+        if not roles:
+            return {}  # the server's own retain data does the work: nothing to pack
+        weights, inputs = arrays_from_state(model.state_dict()), inputs or {}
+        requests = {}
+        for role in roles:
+            request = UnlearnRequest(mode=mode, model=weights, method=self.method.name, role=role, phase=phase.name,
+                                     kind=phase.kind, steps=phase.steps, inputs=InputRecords.of(inputs.get(role)),
+                                     original=self._original if role in self.method.needs_original else None,
+                                     **fields[role])
+            requests.update({site: request for site in self._sites(role)})
+        return requests
+
+    def _exchange(self, requests: dict[str, UnlearnRequest]) -> dict[str, RecordDict]:
+        return self.sender.send(UNLEARN, requests)
 
     def _by_role(self, roles: Mapping[str, Any], replies: dict[str, RecordDict]) -> dict[str, Gradients]:
         return {role: self._gather([replies[s] for s in self._sites(role)]) for role in roles if self._sites(role)}
@@ -146,39 +156,37 @@ class FederatedWorker:
     def gradients(self, phase: Phase, indices: Mapping[str, int], model: nn.Module,
                   inputs: Mapping[str, RoundInputs] | None = None) -> dict[str, Gradients]:
         inputs = inputs or {}
-        contents = {site: self._content(role, phase, model, inputs.get(role), index=index)
-                    for role, index in indices.items() for site in self._sites(role)}
-        result = self._by_role(indices, self._exchange(contents))
+        requests = self._requests(UnlearnMode.GRADIENT_STEP, phase, model,
+                                  {role: {"index": index} for role, index in indices.items()}, inputs)
+        result = self._by_role(indices, self._exchange(requests))
         if RETAIN in indices and self.server_retain is not None:
             result.update(self.server_retain.gradients(phase, {RETAIN: indices[RETAIN]}, model,
                                                        {RETAIN: inputs[RETAIN]} if RETAIN in inputs else None))
         return result
 
     def importances(self, phase: Phase, batches: Mapping[str, int], model: nn.Module) -> dict[str, Tensors]:
-        contents = {site: self._content(role, phase, model, batches=count)
-                    for role, count in batches.items() for site in self._sites(role)}
-        result = {role: g.grads for role, g in self._by_role(batches, self._exchange(contents)).items()}
+        requests = self._requests(UnlearnMode.IMPORTANCES, phase, model,
+                                  {role: {"batches": count} for role, count in batches.items()})
+        result = {role: g.grads for role, g in self._by_role(batches, self._exchange(requests)).items()}
         if RETAIN in batches and self.server_retain is not None:
             result.update(self.server_retain.importances(phase, {RETAIN: batches[RETAIN]}, model))
         return result
 
     def mean_gradients(self, phase: Phase, starts: Mapping[str, int], steps: int,
                        model: nn.Module) -> dict[str, Gradients]:
-        contents = {site: self._content(role, phase, model, index=first, **{"local-steps": steps,
-                                                                           "local-mode": "direction"})
-                    for role, first in starts.items() for site in self._sites(role)}
-        result = self._by_role(starts, self._exchange(contents))
+        requests = self._requests(UnlearnMode.DIRECTION, phase, model,
+                                  {role: {"index": first, "local_steps": steps} for role, first in starts.items()})
+        result = self._by_role(starts, self._exchange(requests))
         if RETAIN in starts and self.server_retain is not None:
             result.update(self.server_retain.mean_gradients(phase, {RETAIN: starts[RETAIN]}, steps, model))
         return result
 
     def local_updates(self, phase: Phase, starts: Mapping[str, int], steps: int, model: nn.Module,
                       inputs: RoundInputs, lr: float) -> dict[str, LocalUpdate]:
-        contents = {site: self._content(role, phase, model, inputs, index=first,
-                                        **{"local-steps": steps, "local-mode": "update", "lr": lr})
-                    for role, first in starts.items() for site in self._sites(role)}
+        fields = {role: {"index": first, "local_steps": steps, "lr": lr} for role, first in starts.items()}
+        requests = self._requests(UnlearnMode.LOCAL_UPDATE, phase, model, fields, {role: inputs for role in starts})
         result = {role: LocalUpdate(g.grads, g.loss, g.examples)
-                  for role, g in self._by_role(starts, self._exchange(contents)).items()}
+                  for role, g in self._by_role(starts, self._exchange(requests)).items()}
         if RETAIN in starts and self.server_retain is not None:
             result.update(self.server_retain.local_updates(phase, {RETAIN: starts[RETAIN]}, steps, model, inputs, lr))
         return result
@@ -200,16 +208,6 @@ class FederatedWorker:
 
     def bytes_communicated(self) -> int:
         return self.link.ledger.bytes_in(self.label)
-
-
-def _numbered(contents: Mapping[str, RecordDict], exchange: int) -> dict[str, RecordDict]:
-    """The same contents with ``exchange`` in their config (arrays are shared, not copied)."""
-    numbered = {}
-    for site, content in contents.items():
-        records = dict(content.items())
-        records[CONFIG] = ConfigRecord({**dict(content[CONFIG]), EXCHANGE: exchange})
-        numbered[site] = RecordDict(records)
-    return numbered
 
 
 @dataclass(frozen=True)

@@ -11,18 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from flwr.app import ConfigRecord, RecordDict
-
 from fedforget.learning.checkpoints import State
 from fedforget.strategies.link import SiteLink
+from fedforget.strategies.messages import TrainRequest
 from fedforget.strategies.protocol import (
     ARRAYS,
-    CONFIG,
-    FIRST_BATCH,
-    LOCAL_STEPS,
     METRICS,
-    ROUND_DATA,
-    ROUND_LR,
     TRAIN,
     arrays_from_state,
     state_from_arrays,
@@ -40,10 +34,9 @@ class FederatedRoundWorker:
 
     def local_round(self, sites: Sequence[str], state: State, first_batch: int, steps: int, lr: float,
                     data: str = TRAIN_DATA) -> dict[str, SiteUpdate]:
-        arrays = arrays_from_state(state)
-        config = {"phase": self.label, LOCAL_STEPS: steps, FIRST_BATCH: first_batch, ROUND_LR: lr, ROUND_DATA: data}
-        contents = {site: RecordDict({ARRAYS: arrays, CONFIG: ConfigRecord(dict(config))}) for site in sites}
-        replies = self.sender.send(TRAIN, contents)
+        request = TrainRequest(model=arrays_from_state(state), phase=self.label, local_steps=steps,
+                               first_batch=first_batch, lr=lr, data=data)
+        replies = self.sender.send(TRAIN, {site: request for site in sites})
         return {site: SiteUpdate(state_from_arrays(replies[site][ARRAYS]), int(replies[site][METRICS]["num-examples"]),
                                  float(replies[site][METRICS]["loss"]))
                 for site in sites}
