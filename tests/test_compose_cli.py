@@ -140,8 +140,12 @@ def test_the_entry_records_what_was_merged_and_that_nothing_moved(composed_run: 
     assert entry["family"] == "composition"
     assert entry["composed_from"] == {"ft": 1.0, "nl_ft": 0.0}
     assert (entry["models"], entry["weights"]) == (["ft", "nl_ft"], [1.0, 0.0])
-    assert entry["cost"]["messages"] == entry["cost"]["bytes"] == entry["cost"]["site_steps"] == 0
-    assert entry["bytes_communicated"] == 0 and entry["trained_on"] == []
+    own = entry["own_cost"]
+    assert own["messages"] == own["bytes"] == own["site_steps"] == 0, "the composition step itself moves nothing"
+    for key in ("site_steps", "messages", "bytes"):  # ... but the models it merges had to be produced first
+        assert entry["cost"][key] == sum(results["models"][m]["cost"][key] for m in ("ft", "nl_ft")) > 0, key
+    assert entry["wall_seconds"] > results["models"]["ft"]["wall_seconds"] + results["models"]["nl_ft"]["wall_seconds"]
+    assert entry["bytes_communicated"] == entry["cost"]["bytes"] and entry["trained_on"] == []
     assert entry["inputs_sha256"]["ft"] == results["models"]["ft"]["sha256"]
     assert entry["inputs_sha256"]["original"] == results["models"]["original"]["sha256"]
     checkpoint = composed_run / entry["checkpoint"]

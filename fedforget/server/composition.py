@@ -292,11 +292,25 @@ def _record(plan: CompositionPlan, sha: str) -> ModelRecord:
         "created": utc_now(),
         "evaluated": "after the run, in-process: each site's data read through config.yaml and scored by the "
                      "ClientApp's evaluate handler (fedforget compose)",
-        "messages": 0,
-        "cost": cost_record(0, plan.compose_seconds, 0, 0),
+        **_operands_cost(plan),
     }
-    return ModelRecord(wall_seconds=round(plan.compose_seconds, 6), steps=0, retain_fraction=None,
-                       bytes_communicated=0, trained_on=[], sha256=sha, details=details)
+    wall = sum(float(plan.results["models"][m]["wall_seconds"]) for m in plan.models) + plan.compose_seconds
+    return ModelRecord(wall_seconds=round(wall, 6), steps=0, retain_fraction=None,
+                       bytes_communicated=details["cost"]["bytes"], trained_on=[], sha256=sha, details=details)
+
+
+def _operands_cost(plan: CompositionPlan) -> dict[str, Any]:
+    """A composition costs what producing its models cost, plus its own step, which moves nothing.
+
+    Counting the operands keeps RTE and the cost columns honest: merging two removals is not free
+    when each had to be run first. ``own_cost`` is the composition step alone.
+    """
+    costs = [plan.results["models"][m].get("cost", {}) for m in plan.models]
+    total = cost_record(sum(c.get("site_steps", 0) for c in costs),
+                        sum(c.get("server_seconds", 0.0) for c in costs) + plan.compose_seconds,
+                        sum(c.get("messages", 0) for c in costs), sum(c.get("bytes", 0) for c in costs),
+                        max((c.get("history_bytes", 0) for c in costs), default=0))
+    return {"messages": total["messages"], "cost": total, "own_cost": cost_record(0, plan.compose_seconds, 0, 0)}
 
 
 def _reference(plan: CompositionPlan) -> State | None:
