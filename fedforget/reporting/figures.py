@@ -68,7 +68,14 @@ def _image(name: str, array: np.ndarray, shape: tuple[int, ...] | None) -> np.nd
 def _metrics_title(name: str, ground_truth: np.ndarray, image: np.ndarray) -> str:
     metrics = volume_metrics(ground_truth[None], image[None])
     psnr = "inf" if math.isinf(metrics.psnr) else f"{metrics.psnr:.2f}"
-    return f"{name}\nPSNR {psnr} dB · SSIM {metrics.ssim:.3f}"
+    return f"{_panel_name(name)}\nPSNR {psnr} dB · SSIM {metrics.ssim:.3f}"
+
+
+def _panel_name(name: str, width: int = 26) -> str:
+    """A model's name over a panel, broken after its '+' where it is wider than a panel (compositions)."""
+    if len(name) <= width:
+        return name
+    return "\n".join(textwrap.wrap(name.replace("+", "+ "), width)).replace("+ ", "+")
 
 
 def _draw_region(ax: Any, region: tuple[int, int, int, int], shape: tuple[int, int]) -> None:
@@ -157,7 +164,7 @@ def reconstruction_grid(
         axes[0, column].imshow(image, **grey)
         axes[0, column].set_title(_metrics_title(name, gt, image), fontsize=9)
         error_artist = axes[1, column].imshow(error, **heat)
-        axes[1, column].set_title(f"|{name} − ground truth|", fontsize=8)
+        axes[1, column].set_title(f"|{_panel_name(name)} − ground truth|", fontsize=8)
     axes[1, 0].text(
         0.5, 0.5,
         "absolute error\n|image − ground truth|\n\none colour scale\nfor all maps",
