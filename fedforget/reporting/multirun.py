@@ -217,8 +217,9 @@ def aggregate_multirun(folder: Path) -> Path:
     curves = tradeoff_points(jobs)
     if curves:
         experiment = jobs[0]["results"].get("experiment", "multirun")
+        spread = "95 % t-intervals over seeds" if seeds > 1 else "one seed: paired volume-bootstrap 95 % intervals"
         tradeoff_chart(figures / "tradeoff.png", curves, f"{experiment}: forget/retain trade-off per method "
-                       f"(means over {seeds} seed(s); 95 % t-intervals)", original=_original_point(jobs))
+                       f"(means over {seeds} seed(s); {spread})", original=_original_point(jobs))
     per_site = aggregate_sites(jobs)
     atomic_write_json(folder / "summary.json", {"groups": aggregated, "sweep": points, "sites": per_site,
                                                 "tradeoff": {m: [p._asdict() for p in c] for m, c in curves.items()}})
