@@ -167,6 +167,12 @@ def dominance_section() -> list[str]:
                   "| baseline point | BTA - oracle | KTA - oracle | beaten on both axes by |", "|---|---|---|---|"]
         lines += [f"| {r['baseline']} | {r['bta']:+.2f} | {r['kta']:+.2f} | {', '.join(r['dominated_by']) or 'none'} |"
                   for r in record["tradeoff_dominance"]]
+    if record.get("tradeoff_knees"):
+        lines += ["", "Each method's knob value closest to the oracle's forget quality (smallest |KTA - oracle|) and "
+                  "what it costs the retain sites there (one seed; the run's paired volume-bootstrap intervals).", "",
+                  "| method | knob value | BTA - oracle | KTA - oracle |", "|---|---|---|---|"]
+        lines += [f"| {k['method']} | `{k['knob']}={k['value']:g}` | {_signed(k['bta'], k['bta_ci'])} | "
+                  f"{_signed(k['kta'], k['kta_ci'])} |" for k in record["tradeoff_knees"]]
     return lines + [""]
 
 

@@ -110,6 +110,13 @@ def curve_dominance(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+def knees(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each method's point closest to the oracle's forget quality (smallest |KTA - oracle|): what forgetting
+    as retraining would costs it on the retain sites."""
+    methods = sorted({p["method"] for p in points})
+    return [min((p for p in points if p["method"] == m), key=lambda p: abs(p["kta"])) for m in methods]
+
+
 def _summary(paired: list[dict[str, Any]], dominance: list[dict[str, Any]]) -> str:
     winners = sorted({f"{r['candidate']} over {r['baseline']}" for r in paired if r["verdict"] == "dominates"})
     at_defaults = ("at defaults, " + ("; ".join(winners) + " dominate(s) on both axes" if winners
@@ -132,7 +139,8 @@ def main() -> None:
     command = f"python -m bench.paper_methods --defaults {args.defaults}" + (
         f" --tradeoff {args.tradeoff}" if args.tradeoff else "")
     write_result(args.name, {"command": command, "baselines": list(BASELINES), "at_defaults": paired,
-                             "tradeoff_points": points, "tradeoff_dominance": dominance},
+                             "tradeoff_points": points, "tradeoff_dominance": dominance,
+                             "tradeoff_knees": knees(points)},
                  _summary(paired, dominance))
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.paper_methods import curve_dominance, curve_points, paired_at_defaults
+from bench.paper_methods import curve_dominance, curve_points, knees, paired_at_defaults
 
 
 def _versus(bta: float, kta: float) -> dict:
@@ -50,3 +50,4 @@ def test_curve_points_read_each_jobs_knob_and_find_the_beaten_baseline_points(tm
                                                            ("soft_relabel", 0.01), ("soft_relabel", 0.1)]
     beaten = {r["baseline"]: r["dominated_by"] for r in curve_dominance(points)}
     assert beaten == {"bad_teacher=1": ["soft_relabel=0.1"], "bad_teacher=0.1": []}
+    assert [(k["method"], k["value"]) for k in knees(points)] == [("bad_teacher", 1.0), ("soft_relabel", 0.01)]
