@@ -18,7 +18,6 @@ manifest's format are :mod:`fedforget.recon.poison`'s; this module is the transa
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import shutil
 from collections.abc import Iterator
@@ -28,6 +27,7 @@ import h5py
 import numpy as np
 
 from fedforget.configs.atomic import atomic_write, atomic_write_text, commit, stage
+from fedforget.data.locks import exclusive
 from fedforget.recon.hdf5io import DataFileError, validate_folder, validate_volume
 from fedforget.recon.poison import (
     MANIFEST_FILE,
@@ -268,12 +268,8 @@ def _restore_clean(site_dir: Path, record: PoisonManifest) -> None:
 def _site_lock(site_dir: Path) -> Iterator[None]:
     # Simulated clients may prepare their data at the same time; two
     # unsynchronised poisonings could poison a file twice.
-    with open(site_dir / _LOCK_FILE, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with exclusive(site_dir / _LOCK_FILE):
+        yield
 
 
 def _sha256(path: Path) -> str:

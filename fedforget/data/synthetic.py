@@ -8,13 +8,13 @@ other's files, and two runs of different experiments can share ``data.root`` at 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fedforget.configs.compose import ConfigError
 from fedforget.configs.schema import SYNTHETIC, ExperimentConfig
+from fedforget.data.locks import exclusive
 from fedforget.data.poisoning import poison_site
 from fedforget.recon.poison import MANIFEST_FILE, PoisonSpec
 
@@ -57,13 +57,8 @@ def synthetic_site_dir(cfg: ExperimentConfig, name: str) -> Path:
 @contextlib.contextmanager
 def _writer_lock(folder: Path) -> Iterator[None]:
     """One writer per site folder at a time (an exclusive ``flock`` beside it); others wait, then find it done."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    with open(folder.parent / f".{folder.name}.lock", "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with exclusive(folder.parent / f".{folder.name}.lock"):
+        yield
 
 
 def synthetic_sites_written(cfg: ExperimentConfig) -> bool:
