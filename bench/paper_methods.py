@@ -117,14 +117,17 @@ def knees(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [min((p for p in points if p["method"] == m), key=lambda p: abs(p["kta"])) for m in methods]
 
 
-def _summary(paired: list[dict[str, Any]], dominance: list[dict[str, Any]]) -> str:
+def _summary(paired: list[dict[str, Any]], dominance: list[dict[str, Any]], knee_names: set[str]) -> str:
     winners = sorted({f"{r['candidate']} over {r['baseline']}" for r in paired if r["verdict"] == "dominates"})
     at_defaults = ("at defaults, " + ("; ".join(winners) + " dominate(s) on both axes" if winners
                                       else "no candidate dominates bad_teacher or grad_surgery on both axes"))
     if not dominance:
         return at_defaults
     beaten = sum(1 for r in dominance if r["dominated_by"])
-    return at_defaults + f"; on the trade-off curves {beaten} of {len(dominance)} baseline points are beaten on both axes"
+    best = [r for r in dominance if r["baseline"] in knee_names]
+    verdicts = "; ".join(f"{r['baseline']} beaten by {', '.join(r['dominated_by']) or 'none'}" for r in best)
+    return (at_defaults + f"; on the trade-off curves {beaten} of {len(dominance)} baseline points are beaten on both "
+            f"axes, and of each baseline's point closest to the oracle's KTA: {verdicts}")
 
 
 def main() -> None:
@@ -141,7 +144,7 @@ def main() -> None:
     write_result(args.name, {"command": command, "baselines": list(BASELINES), "at_defaults": paired,
                              "tradeoff_points": points, "tradeoff_dominance": dominance,
                              "tradeoff_knees": knees(points)},
-                 _summary(paired, dominance))
+                 _summary(paired, dominance, {f"{k['method']}={k['value']:g}" for k in knees(points)}))
 
 
 if __name__ == "__main__":
