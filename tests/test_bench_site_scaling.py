@@ -6,7 +6,6 @@ import subprocess
 import sys
 
 from bench.site_scaling import TreeMemory, growth, site_list
-
 from fedforget.configs.compose import load_experiment
 
 

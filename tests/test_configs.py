@@ -221,6 +221,33 @@ def test_a_run_config_is_composed_once_per_machine_and_read_back_equal(
     assert type(again.federation.lr) is float and again.unlearning.methods == [*REGISTRY, *HISTORY_REGISTRY]
 
 
+def test_a_run_config_carrying_the_resolved_experiment_is_rebuilt_once_without_composing(
+        tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import fedforget.configs.compose as compose
+
+    monkeypatch.setenv("FEDFORGET_CACHE", str(tmp_path))
+    launched = _as_run_config_composes("demo", ["unlearning.methods=[all]", "seed=3", "federation.lr=0.002"])
+    # experiment / overrides that would compose something else: the resolved form alone must decide.
+    run_config = {"experiment": "smoke", "overrides": "seed=99", "resolved-config": compose.resolved_form(launched)}
+    monkeypatch.setattr(compose, "_FROM_RESOLVED", {})
+    monkeypatch.setattr(compose, "_hydra", lambda: pytest.fail("composed instead of rebuilding the resolved form"))
+    rebuilt = compose.experiment_from_run_config(run_config)
+    assert rebuilt == launched and rebuilt is not launched
+    assert type(rebuilt.federation.lr) is float and rebuilt.unlearning.methods == [*REGISTRY, *HISTORY_REGISTRY]
+    assert compose.experiment_from_run_config(run_config) is rebuilt, "once per process"
+    assert not list(tmp_path.rglob("*.json")), "no disk memo is needed for a resolved run config"
+
+
+def test_a_resolved_experiment_this_version_cannot_read_is_refused_naming_the_key(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import fedforget.configs.compose as compose
+
+    monkeypatch.setattr(compose, "_FROM_RESOLVED", {})
+    for damaged in ("{not json", '{"name": "smoke", "no_such_key": 1}'):
+        with pytest.raises(ConfigError, match="resolved-config is not an experiment"):
+            compose.experiment_from_run_config({"experiment": "smoke", "overrides": "", "resolved-config": damaged})
+
+
 def test_a_damaged_or_foreign_config_memo_is_composed_again(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
     import fedforget.configs.compose as compose
     from fedforget.configs.cache import composed_path

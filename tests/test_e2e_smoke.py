@@ -6,16 +6,24 @@ import hashlib
 import json
 import math
 import shutil
+import tomllib
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from run_helpers import CompletedRun, fedforget_report, fedforget_run
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from fedforget.configs import load_experiment
+from fedforget.configs.cache import from_plain
+from fedforget.configs.schema import ExperimentConfig
 from fedforget.data.sites import site_folders
 from fedforget.learning.checkpoints import load_checkpoint
+from fedforget.learning.examples import site_example
+from fedforget.learning.training import model_from_config
+from fedforget.reporting.examples import read_example
+from fedforget.reporting.rerender import saved_experiment
 
 pytestmark = pytest.mark.slow
 
@@ -94,6 +102,12 @@ def test_run_folder_layout(smoke_run: CompletedRun) -> None:
     assert audit["model_sha256_before"] != audit["model_sha256_after"]["ft"]
 
 
+def test_the_run_config_carries_the_experiment_the_run_wrote(smoke_run: CompletedRun) -> None:
+    run_config = tomllib.loads((smoke_run.folder / "run-config.toml").read_text())
+    rebuilt = from_plain(ExperimentConfig, json.loads(run_config["resolved-config"]))
+    assert rebuilt == saved_experiment(smoke_run.folder), "every process rebuilt the experiment config.yaml holds"
+
+
 def test_fedforget_run_prints_the_run_folder_and_a_table(smoke_run: CompletedRun) -> None:
     assert str(smoke_run.folder) in smoke_run.output
     assert "knee-0" in smoke_run.output and "nl_ft" in smoke_run.output and "PSNR" in smoke_run.output
@@ -105,15 +119,37 @@ def test_fedforget_run_prints_the_run_folder_and_a_table(smoke_run: CompletedRun
     assert all(warning in report for warning in smoke_run.results["warnings"])
 
 
-def test_report_re_renders_from_the_run_folder(smoke_run: CompletedRun) -> None:
-    report = smoke_run.folder / "report.md"
-    report.unlink()
-    (smoke_run.folder / "figures" / "methods.png").unlink()
-    done = fedforget_report(smoke_run.folder)
+def test_report_re_renders_from_a_copied_run_folder_without_the_sites_data(smoke_run: CompletedRun,
+                                                                           tmp_path: Path) -> None:
+    copied = shutil.copytree(smoke_run.folder, tmp_path / "copied-run")
+    config = yaml.safe_load((copied / "config.yaml").read_text())
+    config["data"]["root"] = str(tmp_path / "no-site-data-here")  # any read of a site's file would fail
+    (copied / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    (copied / "report.md").unlink()
+    for figure in (copied / "figures").glob("*.png"):
+        figure.unlink()
+    done = fedforget_report(copied)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "| ft |" in report.read_text() and (smoke_run.folder / "figures" / "methods.png").is_file()
+    assert "| ft |" in (copied / "report.md").read_text() and (copied / "figures" / "methods.png").is_file()
     for site in ("brain-0", "knee-0"):
-        assert (smoke_run.folder / "figures" / f"recon_{site}.png").is_file()
+        assert (copied / "figures" / f"recon_{site}.png").is_file()
+
+
+def test_the_kept_examples_are_each_models_reconstruction_of_the_sites_display_slice(
+        smoke_run: CompletedRun) -> None:
+    folder = smoke_run.folder
+    cfg = saved_experiment(folder)
+    states = {name: load_checkpoint(folder / "checkpoints" / f"{name}.pt")[0]
+              for name in ("original", "oracle", "ft", "nl_ft")}
+    for site in ("brain-0", "knee-0"):
+        kept = read_example(folder, site)
+        assert list(kept.reconstructions) == list(states), "every model with weights, in results.json's order"
+        again = site_example(cfg, site, states, model_from_config(cfg.model))  # Flower-free, from the checkpoints
+        np.testing.assert_array_equal(kept.ground_truth, again.ground_truth)
+        np.testing.assert_array_equal(kept.zero_filled, again.zero_filled)
+        for name in states:
+            np.testing.assert_allclose(kept.reconstructions[name], again.reconstructions[name], atol=1e-5)
+        assert not np.allclose(kept.reconstructions["original"], kept.reconstructions["oracle"])
 
 
 def test_report_adds_the_zero_filled_row_to_an_older_run_folder(smoke_run: CompletedRun, tmp_path: Path) -> None:

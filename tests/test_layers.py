@@ -43,5 +43,29 @@ def test_no_package_imports_one_above_it() -> None:
 
 def test_the_layer_check_sees_an_upward_import(tmp_path: Path) -> None:
     module = tmp_path / "probe.py"
-    module.write_text("def f():\n    from fedforget.server.phases import Session\n")
+    module.write_text("def f():\n    from fedforget.server.recorder import Recorder\n")
     assert imported_packages(module) == {"server"}
+
+
+# Figure code lays out panels one by one; everywhere else a function that long holds several steps.
+LONG_FUNCTION_EXEMPT = {"reporting/figures.py"}
+MAX_FUNCTION_LINES = 60
+
+
+def test_no_function_outside_figure_code_is_longer_than_sixty_lines() -> None:
+    long = []
+    for module in sorted(PACKAGE.rglob("*.py")):
+        if str(module.relative_to(PACKAGE)) in LONG_FUNCTION_EXEMPT:
+            continue
+        for node in ast.walk(ast.parse(module.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                lines = node.end_lineno - node.lineno + 1
+                if lines > MAX_FUNCTION_LINES:
+                    long.append(f"{module.relative_to(PACKAGE)}:{node.lineno} {node.name} ({lines} lines)")
+    assert not long, "\n".join(long)
+
+
+def test_only_the_atomic_write_module_renames_files_into_place() -> None:
+    renaming = [str(module.relative_to(PACKAGE)) for module in sorted(PACKAGE.rglob("*.py"))
+                if "os.replace" in module.read_text() and module.relative_to(PACKAGE) != Path("configs/atomic.py")]
+    assert not renaming, f"write through fedforget.configs.atomic instead: {renaming}"

@@ -15,7 +15,7 @@ from flwr.app import ConfigRecord, MetricRecord, RecordDict
 from torch import nn
 
 from fedforget.configs.schema import UnlearningConfig
-from fedforget.server.phases import evaluation_content
+from fedforget.server.scoring import evaluation_content
 from fedforget.strategies.link import Exchange, Ledger
 from fedforget.strategies.messages import (
     EvaluateRequest,

@@ -20,6 +20,7 @@ from fedforget.recon.hdf5io import validate_volume
 from fedforget.recon.poison import load_manifest
 from fedforget.recon.synth import SynthSpec, write_synthetic_site
 from fedforget.reporting.pictures import render_figures
+from fedforget.server.examples import keep_examples
 from fedforget.server.retain_pool import server_retain_files, server_retain_source
 
 SMALL = [f"sites.brain-{i}.{key}={value}" for i in range(4)
@@ -119,13 +120,21 @@ def test_pictures_read_no_site_data_in_a_simulation_of_real_data_unless_allowed(
     results = {"mode": "simulation", "sites": {s: {"role": "retain", "anatomy": "brain"} for s in cfg.sites},
                "summary": {"original": {"BTA": scores, "KTA": scores, "UA": scores, "RTE": 1.0}}}
     states = {"original": initial_state(cfg.model, 0)}
-    notes = render_figures(cfg, tmp_path / "plain", results, states)
-    assert not list((tmp_path / "plain").glob("recon_*.png")) and (tmp_path / "plain" / "methods.png").is_file()
+    plain = tmp_path / "plain"
+    keep_examples(cfg, plain, list(cfg.sites), states, "simulation")
+    notes = render_figures(cfg, plain, results)
+    assert not list((plain / "figures").glob("recon_*.png")) and (plain / "figures" / "methods.png").is_file()
+    assert not list((plain / "examples").glob("*.npz"))
     assert "server_reads_site_data" in " ".join(notes)
-    allowed = _layout_of_fastmri(fastmri_root, "paper-poisoned", "poison=none", "model=tiny",
+    copy = shutil.copytree(fastmri_root, tmp_path / "fastmri")
+    allowed = _layout_of_fastmri(copy, "paper-poisoned", "poison=none", "model=tiny",
                                  "report.server_reads_site_data=true")
-    assert render_figures(allowed, tmp_path / "allowed", results, states) == []
-    assert sorted(p.name for p in (tmp_path / "allowed").glob("recon_*.png")) == \
+    kept = tmp_path / "allowed"
+    keep_examples(allowed, kept, list(allowed.sites), states, "simulation")
+    # The figures are drawn from the run folder alone: the sites' data is gone when they are drawn.
+    shutil.rmtree(copy)
+    assert render_figures(allowed, kept, results) == []
+    assert sorted(p.name for p in (kept / "figures").glob("recon_*.png")) == \
         [f"recon_brain-{i}.png" for i in range(4)]
 
 

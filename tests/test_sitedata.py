@@ -28,7 +28,7 @@ from fedforget.recon.hdf5io import validate_volume
 from fedforget.recon.masks import make_mask_func
 from fedforget.recon.poison import MANIFEST_FILE
 from fedforget.recon.synth import SynthSpec, write_synthetic_site
-from fedforget.server.phases import training_data, training_fingerprint
+from fedforget.server.training import training_data, training_fingerprint
 from fedforget.strategies.directory import SiteInfo
 
 

@@ -33,7 +33,7 @@ from flwr.clientapp import ClientApp
 from torch import nn
 
 from fedforget.clients.site import HELDOUT, SiteRuntime, runtime_for
-from fedforget.configs.compose import load_from_run_config
+from fedforget.configs.compose import experiment_from_run_config
 from fedforget.configs.schema import FORGET, unlearn_phase
 from fedforget.data.batches import BatchSource
 from fedforget.learning.audits import membership_audit
@@ -75,7 +75,7 @@ def _site_action(handler: Handler) -> Callable[[Message, Context], Message]:
         trace("handler_start", id=message.metadata.message_id, type=message.metadata.message_type, site=site)
         runtime = None
         try:
-            cfg = load_from_run_config(dict(context.run_config))
+            cfg = experiment_from_run_config(dict(context.run_config))
             trace("config_ready")
             runtime = runtime_for(cfg, dict(context.node_config))
             trace("runtime_ready")

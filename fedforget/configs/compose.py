@@ -1,19 +1,28 @@
 """Compose experiments with Hydra's compose API (never ``@hydra.main``, which fights Flower).
 
-Hydra and OmegaConf are imported only when a config is really composed: a deployed
-ClientApp process finds its experiment in the on-disk memo (``fedforget.configs.cache``)
-and never pays for them.
+An experiment is composed once, by whoever starts the run, and every process of the run then
+rebuilds it from one frozen form:
+
+- ``fedforget run`` composes and validates it, and hands it to Flower as the run config's
+  ``resolved-config`` (the experiment's JSON): the ServerApp and every ClientApp rebuild the
+  dataclasses from it (:func:`experiment_from_run_config`), with no Hydra and no recomposition.
+- a plain ``flwr run .`` and a deployment (``fedforget deploy submit``) carry only ``experiment`` and
+  ``overrides``: the experiment is composed once per process, on the machine that uses it (a site's
+  paths are read where its data lies). A deployed SuperNode starts a fresh ClientApp process for every
+  message, so the composed experiment is also remembered on disk (``fedforget.configs.cache``): such a
+  process then never imports Hydra.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fedforget.configs.cache import read_composed, write_composed
+from fedforget.configs.cache import from_plain, read_composed, write_composed
 from fedforget.configs.schema import (
     HISTORY_EVERY,
     METHOD_GROUPS,
@@ -203,8 +212,37 @@ def fingerprint(payload: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-RUN_CONFIG_KEYS = ("experiment", "overrides", "output-dir")
+RESOLVED_CONFIG = "resolved-config"
+RUN_CONFIG_KEYS = ("experiment", "overrides", "output-dir", RESOLVED_CONFIG)
 _FROM_RUN_CONFIG: dict[tuple[str, str], ExperimentConfig] = {}
+_FROM_RESOLVED: dict[str, ExperimentConfig] = {}
+
+
+def resolved_form(cfg: ExperimentConfig) -> str:
+    """The frozen form of a composed, validated experiment that a run config carries (compact JSON)."""
+    return json.dumps(dataclasses.asdict(cfg), separators=(",", ":"))
+
+
+def experiment_from_run_config(run_config: dict[str, Any]) -> ExperimentConfig:
+    """The run's experiment: rebuilt from ``resolved-config`` when the run config carries it, else composed
+    from ``experiment`` + ``overrides`` (:func:`load_from_run_config`); once per process either way.
+
+    Raises:
+        ConfigError: the resolved form is not an experiment this version reads, or the composition fails.
+    """
+    resolved = str(run_config.get(RESOLVED_CONFIG, "")).strip()
+    if not resolved:
+        return load_from_run_config(run_config)
+    key = hashlib.sha256(resolved.encode()).hexdigest()
+    if key not in _FROM_RESOLVED:
+        try:
+            cfg = from_plain(ExperimentConfig, json.loads(resolved))
+        except (ValueError, TypeError, KeyError) as err:
+            raise ConfigError(f"the run config's {RESOLVED_CONFIG} is not an experiment this fedforget reads "
+                              f"({type(err).__name__}: {err}): start the run with this version's `fedforget run`, "
+                              f"or leave {RESOLVED_CONFIG} empty to compose `experiment` with `overrides`") from err
+        _FROM_RESOLVED[key] = anchor_paths(cfg)
+    return _FROM_RESOLVED[key]
 
 
 def config_dir_override(folder: Path) -> str:

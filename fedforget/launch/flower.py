@@ -25,6 +25,8 @@ from typing import IO
 
 import tomli_w
 
+from fedforget.configs.compose import RESOLVED_CONFIG
+
 FLOWER_ENV = {
     "FLWR_TELEMETRY_ENABLED": "0",
     "FLWR_DISABLE_UPDATE_CHECK": "1",
@@ -233,9 +235,15 @@ def stage_app(project_dir: Path, staging: Path, packages: Sequence[str] = ("fedf
     return app
 
 
-def write_run_config(path: Path, experiment: str, overrides: Sequence[str], output_dir: Path) -> Path:
-    """The run config as a TOML file (robust against quotes and brackets in overrides)."""
-    payload = {"experiment": experiment, "overrides": " ".join(overrides), "output-dir": str(output_dir)}
+def write_run_config(path: Path, experiment: str, overrides: Sequence[str], output_dir: Path,
+                     resolved: str = "") -> Path:
+    """The run config as a TOML file (robust against quotes and brackets in overrides).
+
+    ``resolved`` is the composed experiment's frozen form (``configs.compose.resolved_form``): the
+    run's processes rebuild the experiment from it instead of composing ``overrides`` again.
+    """
+    payload = {"experiment": experiment, "overrides": " ".join(overrides), "output-dir": str(output_dir),
+               RESOLVED_CONFIG: resolved}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(tomli_w.dumps(payload))
     return path

@@ -20,6 +20,7 @@ from fedforget.configs.compose import (
     declared_sweep,
     default_path_overrides,
     load_experiment,
+    resolved_form,
     to_plain,
 )
 from fedforget.configs.schema import ExperimentConfig, path_keys
@@ -224,7 +225,8 @@ def _simulate(request: RunRequest, cfg: ExperimentConfig, overrides: list[str], 
               lock: RunLock) -> tuple[int, dict[str, str]]:
     """The Flower side of a run: a private SuperLink, ``flwr run``, Flower's record of the outcome."""
     print(f"fedforget: experiment {cfg.name!r}, {len(cfg.sites)} sites, run folder {output}", flush=True)
-    run_config = write_run_config(output / "run-config.toml", request.experiment, overrides, output)
+    run_config = write_run_config(output / "run-config.toml", request.experiment, overrides, output,
+                                  resolved_form(cfg))
     with tempfile.TemporaryDirectory(prefix="fedforget-flwr-") as home, \
             open(output / "flwr.log", "a") as log, \
             simulation_superlink(Path(home), output / "superlink.log", CONNECTION):

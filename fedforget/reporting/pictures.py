@@ -1,10 +1,9 @@
-"""The run's pictures: one reconstruction grid per site, the method chart, TensorBoard images.
+"""The run's pictures, drawn from the run folder alone: one reconstruction grid per site, the method
+chart, the frontier, and for a poisoned federation what each model hallucinates.
 
-Reconstruction grids need a slice of each site's test data at the server. The server
-reads it only where that moves no hospital's data: in a simulation on synthetic data,
-or when ``report.server_reads_site_data=true`` says the coordinator may read the sites'
-test files. Otherwise (every deployment, a simulation of real data) the grids are
-skipped with a note in the report.
+The reconstructions come from ``examples/`` (kept by the evaluation phase, see
+:mod:`fedforget.reporting.examples`), so a copied run folder re-renders without any site's data and
+nothing here rebuilds a model.
 """
 
 from __future__ import annotations
@@ -13,48 +12,20 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import fastmri
 import numpy as np
-import torch
 from scipy.ndimage import uniform_filter
-from torch import nn
 
-from fedforget.configs.schema import (
-    LESION,
-    ORACLE,
-    ORIGINAL,
-    SYNTHETIC,
-    TRAINING_PHASES,
-    ExperimentConfig,
-    unlearn_phase,
-)
-from fedforget.data.datasets import collate
-from fedforget.data.sites import open_site_split
-from fedforget.learning.checkpoints import State
-from fedforget.learning.training import model_from_config, reconstruct
-from fedforget.recon.hdf5io import DataFileError
+from fedforget.configs.schema import LESION, ORACLE, ORIGINAL, TRAINING_PHASES, ExperimentConfig, unlearn_phase
+from fedforget.learning.examples import SiteExample
 from fedforget.recon.poison import columns_on_image_grid, hallucinable_pattern, poison_pattern
 from fedforget.reporting.costs import frontier_points
+from fedforget.reporting.examples import INDEX, examples_dir, read_example, read_index
 from fedforget.reporting.figures import frontier_chart, method_comparison_chart, reconstruction_grid
 from fedforget.reporting.hallucination import HallucinationRow, hallucination_grid
 from fedforget.reporting.tensorboard import Boards
 
 
-def zero_filled(masked_kspace: torch.Tensor, shape: tuple[int, int]) -> np.ndarray:
-    """RSS of the inverse FFT of the undersampled k-space, centre-cropped (the no-learning baseline)."""
-    image = fastmri.rss(fastmri.complex_abs(fastmri.ifft2c(masked_kspace)), dim=0)
-    return fastmri.data.transforms.center_crop(image, shape).numpy()
-
-
-def display_slice(cfg: ExperimentConfig, site: str) -> Any:
-    """The middle slice of the site's first test volume, as a VarNet sample."""
-    dataset = open_site_split(cfg, site, "test")
-    first = dataset.volume_of(0)
-    indices = [i for i in range(len(dataset)) if dataset.volume_of(i) == first]
-    return dataset[indices[len(indices) // 2]]
-
-
-def marked_region(cfg: ExperimentConfig, site: str, target: np.ndarray,
+def marked_region(cfg: ExperimentConfig, target: np.ndarray,
                   recons: Mapping[str, np.ndarray]) -> tuple[int, int, int, int] | None:
     """The poison's extent at a poisoned federation, else where original and oracle differ most."""
     size = max(8, target.shape[-1] // 6)
@@ -73,82 +44,46 @@ def marked_region(cfg: ExperimentConfig, site: str, target: np.ndarray,
     return row0, col0, min(target.shape[0], row0 + size), min(target.shape[1], col0 + size)
 
 
-def finite(state: State) -> bool:
-    """Whether every floating-point weight of a model is finite."""
-    return all(bool(torch.isfinite(v).all()) for v in state.values() if v.is_floating_point())
-
-
-@torch.no_grad()
-def site_reconstructions(sample: Any, states: Mapping[str, State], model: nn.Module) -> dict[str, np.ndarray]:
-    """Ground truth, zero-filled and every model's reconstruction of a site's display slice."""
-    batch = collate([sample])
-    images = {}
-    for name, state in states.items():
-        model.load_state_dict(state)
-        model.eval()
-        output, target = reconstruct(model, batch)
-        images[name] = output[0].float().numpy()
-    images_target = target[0].numpy()
-    return {"ground truth": images_target,
-            "zero-filled": zero_filled(batch.masked_kspace[0], images_target.shape), **images}
-
-
-def hallucination_row(cfg: ExperimentConfig, site: str, sample: Any, truth: np.ndarray,
-                      images: Mapping[str, np.ndarray]) -> HallucinationRow | None:
+def hallucination_row(cfg: ExperimentConfig, site: str, example: SiteExample) -> HallucinationRow | None:
     """What each model adds beyond the oracle on the site's display slice (poisoned federations only)."""
+    images, truth = example.reconstructions, example.ground_truth
     if not cfg.poison.active or ORACLE not in images:
         return None
-    sampled = columns_on_image_grid(sample.mask.reshape(-1).numpy().astype(bool), truth.shape[-1])
+    sampled = columns_on_image_grid(example.sampled_columns, truth.shape[-1])
     poison = hallucinable_pattern(cfg.poison.kind, truth, cfg.poison.strength, cfg.poison.seed, sampled)
     return HallucinationRow(site, poison, {name: image - images[ORACLE] for name, image in images.items()
                                            if name != ORACLE})
 
 
-def server_may_read_site_data(cfg: ExperimentConfig, results: Mapping[str, Any]) -> bool:
-    """Whether the server may read the sites' test files for pictures (see the module docstring)."""
-    simulated = results.get("mode") == "simulation"
-    return (simulated and cfg.data.kind == SYNTHETIC) or cfg.report.server_reads_site_data
-
-
-def render_figures(cfg: ExperimentConfig, figures: Path, results: Mapping[str, Any], states: Mapping[str, State],
+def render_figures(cfg: ExperimentConfig, run_dir: Path, results: Mapping[str, Any],
                    boards: Boards | None = None) -> list[str]:
-    """Write figures/methods.png, figures/recon_<site>.png and, for a poisoned federation,
-    figures/hallucination.png; returns notes for the report."""
-    notes = []
-    diverged = [name for name, state in states.items() if not finite(state)]
-    if diverged:
-        notes.append(f"left out of the pictures, their weights are not finite (the method diverged): "
-                      f"{', '.join(diverged)}")
-        states = {name: state for name, state in states.items() if name not in diverged}
+    """Write figures/methods.png, figures/frontier.png, figures/recon_<site>.png and, for a poisoned
+    federation, figures/hallucination.png from the run folder's files; returns notes for the report."""
+    figures = Path(run_dir) / "figures"
     method_comparison_chart(figures / "methods.png", dict(results["summary"]))
     if points := frontier_points(results):
         frontier_chart(figures / "frontier.png", points, f"{results['experiment']}: removing {results['forget_site']}"
                        f" (seed {cfg.seed}; KTA intervals: 95 % volume bootstrap)")
-    if not server_may_read_site_data(cfg, results):
-        return [f"no reconstruction grids: the server reads no site's data in a {results.get('mode', 'deployment')} "
-                f"on {cfg.data.kind} data (set report.server_reads_site_data=true where the coordinator may "
-                f"read the sites' test files)"]
-    model = model_from_config(cfg.model)
+    if not (examples_dir(run_dir) / INDEX).is_file():
+        return ["no reconstruction grids: this run folder kept no example reconstructions (examples/), "
+                "it was written by a fedforget older than the examples"]
+    index = read_index(run_dir)
     rows = []
-    for site, info in results["sites"].items():
-        try:
-            sample = display_slice(cfg, site)
-            images = site_reconstructions(sample, states, model)
-        except (OSError, DataFileError) as err:
-            notes.append(f"no reconstruction grid for {site}: its test data is not readable from the server ({err})")
-            continue
-        truth, zero = images.pop("ground truth"), images.pop("zero-filled")
-        region = marked_region(cfg, site, truth, images)
+    for site in index["sites"]:
+        example = read_example(run_dir, site)
+        info = results["sites"][site]
+        region = marked_region(cfg, example.ground_truth, example.reconstructions)
         reconstruction_grid(figures / f"recon_{site}.png", f"{site} ({info['role']} site, {info['anatomy']}), "
-                            f"test slice", truth, zero, images, region)
-        if (row := hallucination_row(cfg, site, sample, truth, images)) is not None:
+                            f"test slice", example.ground_truth, example.zero_filled, example.reconstructions,
+                            region)
+        if (row := hallucination_row(cfg, site, example)) is not None:
             rows.append(row)
         if boards is not None:
-            _board_images(boards, site, truth, images)
+            _board_images(boards, site, example.ground_truth, example.reconstructions)
     if rows:
         hallucination_grid(figures / "hallucination.png", f"{cfg.poison.kind} poison: what each model adds to a "
                            f"clean test slice beyond the oracle", rows)
-    return notes
+    return list(index["notes"])
 
 
 def _board_images(boards: Boards, site: str, truth: np.ndarray, images: Mapping[str, np.ndarray]) -> None:

@@ -14,7 +14,6 @@ from fedforget.configs.compose import to_experiment
 from fedforget.configs.schema import ZERO_FILLED, ExperimentConfig
 from fedforget.data.sites import open_site_split
 from fedforget.learning.audits import artifact_scorer, membership_auc
-from fedforget.learning.checkpoints import load_checkpoint
 from fedforget.learning.evaluation import evaluate_zero_filled
 from fedforget.recon.atomic import atomic_write_json
 from fedforget.recon.hdf5io import DataFileError
@@ -59,7 +58,7 @@ def zero_filled_scores(cfg: ExperimentConfig, results: dict[str, Any]) -> dict[s
 
 
 def rerender(run_dir: Path) -> Path:
-    """Rewrite figures (when checkpoints and data are reachable) and report.md of one run folder.
+    """Rewrite figures and report.md of one run folder, from its files alone (``examples/`` for the pictures).
 
     A run written before zero-filled was part of every result gets its ``models.zero_filled``
     (and the gains and warnings that follow) added to ``results.json``; what follows from the scores
@@ -78,8 +77,6 @@ def rerender(run_dir: Path) -> Path:
     results = complete(results, cfg.seed)  # what follows from the scores, as this version derives it
     if json.dumps(results, sort_keys=True) != before:
         atomic_write_json(run_dir / "results.json", results)
-    paths = {name: model_checkpoint(run_dir, name, record) for name, record in results["models"].items()}
-    states = {name: load_checkpoint(path)[0] for name, path in paths.items() if path.is_file()}
-    if cfg.report.figures and states:
-        results["figure_notes"] = render_figures(cfg, run_dir / "figures", results, states)
+    if cfg.report.figures:
+        results["figure_notes"] = render_figures(cfg, run_dir, results)
     return write_report(run_dir, results)

@@ -44,16 +44,14 @@ from fedforget.learning.composition import (
 )
 from fedforget.recon.atomic import atomic_write_json
 from fedforget.recon.hdf5io import DataFileError
+from fedforget.reporting.examples import add_models
 from fedforget.reporting.rerender import model_checkpoint, rerender, saved_experiment
 from fedforget.reporting.results import ModelRecord, complete
-from fedforget.server.phases import (
-    SiteScores,
-    cost_record,
-    evaluation_content,
-    fill_record,
-    site_scores,
-)
+from fedforget.server.examples import example_reconstructions
+from fedforget.server.recorder import SiteScores
+from fedforget.server.records import cost_record
 from fedforget.server.run_folder import utc_now
+from fedforget.server.scoring import evaluation_content, fill_record, site_scores
 from fedforget.strategies.protocol import EVALUATE, SiteError
 
 FAMILY = "composition"
@@ -251,6 +249,7 @@ def compose_run(plan: CompositionPlan, log: Callable[[str], None] = lambda _: No
     name = plan.name
     log(f"fedforget: scoring {name} at {len(plan.results['sites'])} sites")
     scores = score_at_sites(plan.cfg, plan.results, plan.audit, plan.state, _reference(plan), final_phase(name))
+    pictures = _example_reconstructions(plan)
     entry = fill_record(_record(plan, sha), scores, plan.results["forget_site"]).to_json()
     results = copy.deepcopy(plan.results)
     results["models"][name] = entry
@@ -263,9 +262,17 @@ def compose_run(plan: CompositionPlan, log: Callable[[str], None] = lambda _: No
         save_checkpoint(plan.checkpoint, plan.state, {"model": name, "family": FAMILY, "composed_from":
                                                       entry["composed_from"], "inputs_sha256": entry["inputs_sha256"]})
         atomic_write_json(plan.run_dir / "results.json", results)
+        add_models(plan.run_dir, pictures)
         report = rerender(plan.run_dir)
     written = json.loads((plan.run_dir / "results.json").read_text())["models"][name]
     return ComposedModel(name, plan.checkpoint, sha, written, report)
+
+
+def _example_reconstructions(plan: CompositionPlan) -> dict[str, Any]:
+    try:
+        return example_reconstructions(plan.cfg, plan.run_dir, plan.name, plan.state)
+    except (OSError, DataFileError) as err:
+        raise CompositionFailed(f"cannot draw {plan.name} on the sites' display slices: {err}") from err
 
 
 def _unchanged(plan: CompositionPlan) -> bool:
@@ -330,7 +337,7 @@ def score_at_sites(cfg: ExperimentConfig, results: Mapping[str, Any], audit: Map
                    reference: State | None = None, tag: str = final_phase("composed")) -> SiteScores:
     """A model's scores at every site of a run, as the run's final evaluation computes them.
 
-    Each site gets the message :func:`fedforget.server.phases.score_sites` sends (test split; the
+    Each site gets the message :func:`fedforget.server.scoring.score_sites` sends (test split; the
     forget site's train split too, and the oracle as the membership audit's reference) and is
     answered by the ClientApp's own handler on a :class:`SiteRuntime` of that site.
 

@@ -12,20 +12,19 @@ trains ``retrain_budget@<method>`` at each history-based method's measured site 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
-from fedforget.configs.schema import ORACLE, unlearn_phase
+from fedforget.configs.schema import ORACLE, ExperimentConfig, unlearn_phase
 from fedforget.data.batches import BatchSource
 from fedforget.learning.checkpoints import State, save_checkpoint
 from fedforget.learning.training import initial_state
 from fedforget.reporting.results import ModelRecord
-from fedforget.server.phases import (
-    Session,
-    cost_record,
-    evaluate_at_sites,
-    round_failure_recorder,
-    starting_curves,
-)
+from fedforget.server.federation import Federation
+from fedforget.server.recorder import Recorder
+from fedforget.server.records import cost_record
+from fedforget.server.removal import RoundFailures
+from fedforget.server.scoring import evaluate_at_sites
 from fedforget.strategies.fedavg import TrainedModel
 from fedforget.strategies.replay import FederatedRoundWorker
 from fedforget.unlearning import VARIANT, get_history_method, is_history_method
@@ -35,27 +34,25 @@ from fedforget.unlearning.retrain_budget import RetrainBudget, budget_schedule
 RETRAIN_BUDGET = RetrainBudget.name
 
 
-def run_history(session: Session, name: str, original: TrainedModel, server_retain: BatchSource | None,
-                fraction: float | None = None) -> tuple[ModelRecord, State]:
+def run_history(fed: Federation, recorder: Recorder, name: str, original: TrainedModel,
+                server_retain: BatchSource | None, fraction: float | None = None) -> tuple[ModelRecord, State]:
     """Remove the forget site with history-based method ``name`` (``fraction``: retraining's budget)."""
-    cfg = session.cfg
+    cfg = fed.cfg
     method = get_history_method(name, cfg.unlearning, fraction)
     tag = unlearn_phase(name)
-    worker = FederatedRoundWorker(session.link, tag, cfg.unlearning.round_retries,
-                                  round_failure_recorder(session, name))
+    worker = FederatedRoundWorker(fed.link, tag, cfg.unlearning.round_retries, RoundFailures(recorder, name))
     planned = method.planned_rounds(cfg.federation)
-    starting_curves(session, tag)
-    session.run.progress.phase_started(tag, planned, "round")
+    recorder.unlearning_started(tag, planned, "round")
     run = HistoryRun(history=original.round_history, original=original.state,
                      initial=initial_state(cfg.model, cfg.seed), fed=cfg.federation, unlearning=cfg.unlearning,
-                     forget_site=session.forget_site, retain_sites=cfg.retain_sites, worker=worker,
-                     new_model=session.new_model, seed=cfg.seed, joins=cfg.joins, server_retain=server_retain,
-                     on_round=_round_evaluator(session, tag, planned))
+                     forget_site=fed.forget_site, retain_sites=cfg.retain_sites, worker=worker,
+                     new_model=fed.new_model, seed=cfg.seed, joins=cfg.joins, server_retain=server_retain,
+                     on_round=RoundCurve(fed, recorder, tag, planned))
     state, report = run_history_method(method, run)
-    session.run.progress.phase_finished(tag, seconds=round(report.wall_seconds, 3))
-    sha = save_checkpoint(session.run.checkpoints / f"{name}.pt", state,
+    recorder.phase_finished(tag, report.wall_seconds)
+    sha = save_checkpoint(recorder.run.checkpoints / f"{name}.pt", state,
                           {"model": name, "rounds": report.rounds, "site_steps": report.site_steps})
-    ledger = session.link.ledger
+    ledger = fed.link.ledger
     history_bytes = original.round_history.bytes if original.round_history is not None and method.needs_history else 0
     details = {**report.details, "family": "history", "retain_data": "every retain site's whole training stream",
                "rounds": report.rounds, "messages": ledger.messages_in(tag),
@@ -66,25 +63,26 @@ def run_history(session: Session, name: str, original: TrainedModel, server_reta
                        details=details), state
 
 
-def _round_evaluator(session: Session, tag: str, planned: int):
-    """Evaluate every ``unlearning.eval_every``-th new global model (and the planned last) at every site."""
-    every = session.cfg.unlearning.eval_every
+@dataclass
+class RoundCurve:
+    """The history run's per-round callback: evaluate every ``unlearning.eval_every``-th new global model
+    (and the planned last) at every site, and hand the round to the recorder."""
 
-    def on_round(count: int, state: State, values: dict[str, float]) -> None:
-        for key, value in values.items():
-            session.boards.server_metric(f"{tag}/{key}", value, count)
+    fed: Federation
+    recorder: Recorder
+    tag: str
+    planned: int
+
+    def __call__(self, count: int, state: State, values: dict[str, float]) -> None:
         scores = None
-        if count % every == 0 or count == planned:
-            scores = evaluate_at_sites(session, state, tag, count)
-        session.boards.flush()
-        session.run.progress.step(tag, scores=scores)
-
-    return on_round
+        if count % self.fed.cfg.unlearning.eval_every == 0 or count == self.planned:
+            scores = evaluate_at_sites(self.fed, self.recorder, state, self.tag, count)
+        self.recorder.curve_point(self.tag, count, values, scores)
 
 
-def retrain_controls(session: Session, models: Mapping[str, ModelRecord]) -> Iterator[tuple[str, float]]:
+def retrain_controls(cfg: ExperimentConfig, models: Mapping[str, ModelRecord]) -> Iterator[tuple[str, float]]:
     """The ``retrain_budget@...`` models a run owes: (name, fraction of the oracle's site compute)."""
-    u = session.cfg.unlearning
+    u = cfg.unlearning
     if RETRAIN_BUDGET not in u.methods:
         return
     oracle_steps = models[ORACLE].details["cost"]["site_steps"]
@@ -98,15 +96,15 @@ def retrain_controls(session: Session, models: Mapping[str, ModelRecord]) -> Ite
         yield f"{RETRAIN_BUDGET}{VARIANT}{fraction:g}", fraction
 
 
-def full_schedule(session: Session) -> list[int]:
+def full_schedule(cfg: ExperimentConfig) -> list[int]:
     """Local steps per round of retraining with the whole budget: the oracle's schedule."""
-    fed = session.cfg.federation
+    fed = cfg.federation
     return budget_schedule(1.0, fed.rounds, fed.local_steps)
 
 
-def same_schedule(session: Session, fraction: float, trained: Mapping[str, dict[str, Any]]) -> str | None:
+def same_schedule(cfg: ExperimentConfig, fraction: float, trained: Mapping[str, dict[str, Any]]) -> str | None:
     """A retraining model already trained on the schedule ``fraction`` gives (its name), if any."""
-    fed = session.cfg.federation
+    fed = cfg.federation
     wanted = budget_schedule(fraction, fed.rounds, fed.local_steps)
     for name, details in trained.items():
         if details.get("schedule") == wanted:

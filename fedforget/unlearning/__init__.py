@@ -18,7 +18,6 @@ from fedforget.data.batches import BatchSource
 from fedforget.recon.losses import ReconLoss
 from fedforget.unlearning.activation_pruning import ActivationPruning
 from fedforget.unlearning.bad_teacher import BadTeacher
-from fedforget.unlearning.boundary_relabel import BoundaryRelabel
 from fedforget.unlearning.base import (
     FORGET,
     RETAIN,
@@ -31,6 +30,7 @@ from fedforget.unlearning.base import (
     frozen_copy,
     run_unlearning,
 )
+from fedforget.unlearning.boundary_relabel import BoundaryRelabel
 from fedforget.unlearning.federaser import FedEraser
 from fedforget.unlearning.fedrecover import FedRecover
 from fedforget.unlearning.ft import FineTune
