@@ -291,8 +291,8 @@ def _dicom_series(folder: Path, files: list[Path]) -> np.ndarray:
     positions = [_slice_position(ds) for ds in datasets]
     if all(p is not None for p in positions):
         if len(set(positions)) < len(positions):
-            raise _fail(folder, f"is a 4-D series: {len(positions)} images at {len(set(positions))} slice "
-                                "positions (several time points, echoes or diffusion directions)",
+            raise _fail(folder, f"is a 4-D series: {len(positions)} images at only {len(set(positions))} distinct "
+                                "slice position(s) (several time points, echoes or diffusion directions)",
                         "one image per slice position (split the series into volumes first)")
         keys: list[Any] = positions
     else:
