@@ -192,16 +192,18 @@ def test_the_dicom_series_is_stacked_in_slice_order_not_name_order(image_sites: 
     np.testing.assert_array_equal(volume.slices, head(seed=2).astype(np.uint16).astype(np.float32))
 
 
-def test_a_site_is_written_once_per_specification(image_sites: ExperimentConfig, tmp_path: Path) -> None:
+def test_a_site_is_written_once_per_specification(tmp_path: Path) -> None:
+    cfg = image_experiment(tmp_path, "data.images.max_slices=2")
+    prepare_data(cfg)
     lines: list[str] = []
-    assert prepare_data(image_sites, log=lines.append) == [] and lines == [], "written once"
-    first = site_folders(image_sites, "knee-0")["test"].parent
-    louder = load_experiment("smoke", [*_overrides(image_sites), "data.images.snr=10"])
+    assert prepare_data(cfg, log=lines.append) == [] and lines == [], "written once"
+    first = site_folders(cfg, "knee-0")["test"].parent
+    louder = load_experiment("smoke", [*_overrides(cfg), "data.images.max_slices=2", "data.images.snr=10"])
     assert site_folders(louder, "knee-0")["test"].parent != first, "another option, another folder"
-    source = Path(image_sites.data.root) / "knee-0" / "test" / "subject5.npy"
+    source = Path(cfg.data.root) / "knee-0" / "test" / "subject5.npy"
     np.save(source, np.moveaxis(head(seed=6), 0, -1))
     os.utime(source, ns=(1, 1))
-    assert site_folders(image_sites, "knee-0")["test"].parent != first, "another source file, another folder"
+    assert site_folders(cfg, "knee-0")["test"].parent != first, "another source file, another folder"
     assert (first / RECORD_FILE).is_file(), "the folder written before is left as it was"
 
 
@@ -290,3 +292,14 @@ def test_an_image_site_needs_a_contrast_and_a_cache_dir(tmp_path: Path) -> None:
     cfg = load_experiment("smoke", ["data=images", f"data.root={tmp_path}", "data.images.contrast=AXT1"])
     with pytest.raises(ConfigError, match="set cache_dir="):
         site_folders(cfg, "brain-0")
+
+
+def test_a_poisoned_image_site_is_a_copy_of_its_own(image_sites: ExperimentConfig) -> None:
+    from fedforget.recon.poison import MANIFEST_FILE
+
+    clean = site_folders(image_sites, "knee-0")["train"].parent
+    poisoned = load_experiment("smoke", [*_overrides(image_sites), "poison=ghosting"])
+    prepare_data(poisoned)
+    folder = site_folders(poisoned, "knee-0")["train"].parent
+    assert folder.name.startswith(clean.name + ".poisoned-ghosting-") and (folder / MANIFEST_FILE).is_file()
+    assert (clean / RECORD_FILE).is_file() and not (clean / MANIFEST_FILE).exists(), "never poisoned in place"
