@@ -43,7 +43,8 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
     run.add_argument("--fresh", action="store_true", help="never resume an unfinished run of the same config")
     run.add_argument("--verbose", action="store_true", help="also print Flower's own log (always in <run>/flwr.log)")
 
-    synth = commands.add_parser("synth", help="write an experiment's synthetic fastMRI-format site data")
+    synth = commands.add_parser("synth", help="write an experiment's synthetic fastMRI-format site data (or, with "
+                                              "data=images, the sites simulated from its images)")
     synth.add_argument("overrides", nargs="*", help="experiment=NAME and Hydra overrides (data.root=...)")
     synth.add_argument("--config-dir", type=Path, help=CONFIG_DIR_HELP)
 
@@ -125,16 +126,24 @@ def _with_config_dir(args: argparse.Namespace) -> list[str]:
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
-    from fedforget.data.synthetic import prepare_synthetic_data
+    from fedforget.configs.schema import FASTMRI
+    from fedforget.data.preparation import DataError, prepare_written_sites
     from fedforget.launch.runner import load_for_launch, split_experiment
 
     try:
         experiment, overrides = split_experiment(_with_config_dir(args))
         cfg, _ = load_for_launch(experiment, overrides)
+        if cfg.data.kind == FASTMRI:
+            raise ConfigError("data.kind=fastmri: fedforget writes no data for real fastMRI folders (synth writes "
+                              "synthetic sites and sites simulated from images, data=images)")
+        folders = prepare_written_sites(cfg, log=print)
     except ConfigError as err:
         print(f"fedforget: invalid configuration: {err}", file=sys.stderr)
         return EXIT_CONFIG
-    for folder in prepare_synthetic_data(cfg, log=print):
+    except DataError as err:
+        print(f"fedforget: data not usable: {err}", file=sys.stderr)
+        return EXIT_DATA
+    for folder in folders:
         print(folder)
     return 0
 

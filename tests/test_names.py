@@ -17,13 +17,15 @@ from fedforget.configs.schema import DataConfig, PoisonConfig
 PACKAGE = Path(__file__).resolve().parents[1] / "fedforget"
 BENCH = PACKAGE.parent / "bench"
 # Constants that only configs/names.py may assign (elsewhere they are imported).
-DEFINED_ONCE = ("ZERO_FILLED", "ORIGINAL", "ORACLE", "REFERENCE_MODELS", "SYNTHETIC", "FASTMRI", "DATA_KINDS",
-                "MASK_TYPES", "POISON_TYPES", "FEDERATED", "TRAINING_PHASES")
+DEFINED_ONCE = ("ZERO_FILLED", "ORIGINAL", "ORACLE", "REFERENCE_MODELS", "SYNTHETIC", "FASTMRI", "IMAGES",
+                "DATA_KINDS", "KSPACE_SOURCES", "MASK_TYPES", "POISON_TYPES", "FEDERATED", "TRAINING_PHASES")
 
 
 def test_the_names_are_the_strings_the_output_contract_records() -> None:
     assert (names.ZERO_FILLED, names.ORIGINAL, names.ORACLE) == ("zero_filled", "original", "oracle")
-    assert names.DATA_KINDS == ("synthetic", "fastmri")
+    assert names.DATA_KINDS == ("synthetic", "fastmri", "images")
+    assert names.KSPACE_SOURCES == {"synthetic": "simulated_from_phantoms", "fastmri": "measured",
+                                    "images": "simulated_from_magnitude_images"}
     assert names.MASK_TYPES == ("equispaced_fraction", "equispaced", "random")
     assert names.POISON_TYPES == ("none", "lesion", "ghosting", "noise")
     assert names.TRAINING_PHASES == {"original": "federated", "oracle": "oracle"}

@@ -18,11 +18,13 @@ from flwr.app import ArrayRecord
 from torch import nn
 
 from fedforget.configs.compose import fingerprint
-from fedforget.configs.schema import FORGET, RETAIN, SYNTHETIC, ExperimentConfig
+from fedforget.configs.schema import FORGET, IMAGES, RETAIN, SYNTHETIC, ExperimentConfig
 from fedforget.data.batches import BatchSource, stream_seed, unlearning_source
 from fedforget.data.datasets import CachedSliceDataset, PoisonedTargets, SliceSubset
+from fedforget.data.image_sites import prepare_image_sites
 from fedforget.data.sites import (
     SPLITS,
+    kspace_source,
     marked_slices,
     open_site_split,
     poison_manifest_sha256,
@@ -177,7 +179,8 @@ class SiteRuntime:
         return LocalTraining(lr, fed.grad_clip, fed.bf16)
 
     def data_description(self) -> dict[str, Any]:
-        """The files this site uses per split (name, bytes, SHA-256), its volume ranges, its poison manifest.
+        """The files this site uses per split (name, bytes, SHA-256), its volume ranges, its poison manifest,
+        and what its k-space is (``kspace_source``: measured, or simulated from phantoms or magnitude images).
 
         Computed here because in a deployment only the site can read its files; the server
         records it in audit.json and keys its model cache with it.
@@ -186,6 +189,7 @@ class SiteRuntime:
                                                          self.identity.folders[split]).describe()
                                        for split in SPLITS}
         description["poison_manifest_sha256"] = poison_manifest_sha256(self.identity.folders["train"])
+        description["kspace_source"] = kspace_source(self.cfg)
         return description
 
     @property
@@ -271,5 +275,8 @@ def runtime_for(cfg: ExperimentConfig, node_config: dict[str, Any]) -> SiteRunti
         if cfg.data.kind == SYNTHETIC and "partition-id" in node_config:
             # A simulated site on another machine of a Ray cluster writes its own phantoms (deterministic).
             prepare_synthetic_data(cfg, names=[identity.name])
+        elif cfg.data.kind == IMAGES and "partition-id" in node_config:
+            # The same for an image site whose source images that machine holds (found written elsewhere).
+            prepare_image_sites(cfg, names=[identity.name])
         _RUNTIMES[key] = SiteRuntime(cfg, identity, simulated="partition-id" in node_config)
     return _RUNTIMES[key]

@@ -14,10 +14,16 @@ ORIGINAL = "original"  # federated training over every site
 ORACLE = "oracle"  # the same training without the forget site: the gold standard
 REFERENCE_MODELS = (ZERO_FILLED, ORIGINAL, ORACLE)
 
-# data.kind: phantom volumes fedforget writes, or real fastMRI / M4Raw folders.
+# data.kind: phantom volumes fedforget writes, real fastMRI / M4Raw folders, or k-space fedforget simulates
+# from real magnitude images (NIfTI, DICOM, PNG, NPY).
 SYNTHETIC = "synthetic"
 FASTMRI = "fastmri"
-DATA_KINDS = (SYNTHETIC, FASTMRI)
+IMAGES = "images"
+DATA_KINDS = (SYNTHETIC, FASTMRI, IMAGES)
+# What each kind's k-space is: a site's data description records it as ``kspace_source`` (audit.json
+# ``data.sites.<site>``), so a result on simulated k-space is never mistaken for one on raw data.
+KSPACE_SOURCES = {SYNTHETIC: "simulated_from_phantoms", FASTMRI: "measured",
+                  IMAGES: "simulated_from_magnitude_images"}
 
 # poison.kind: no poisoning, or one of the artifacts fedforget.recon.poison draws.
 NO_POISON = "none"

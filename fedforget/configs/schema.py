@@ -22,6 +22,8 @@ from fedforget.configs.names import (  # noqa: F401 (re-exported)
     FEDERATED,
     FINAL,
     GHOSTING,
+    IMAGES,
+    KSPACE_SOURCES,
     LESION,
     MASK_TYPES,
     NO_POISON,
@@ -71,6 +73,45 @@ def _require(condition: bool, key: str, value: object, expected: str) -> None:
 
 
 @dataclass
+class ImageSitesConfig:
+    """How ``data.kind=images`` simulates multicoil k-space from magnitude images (docs/image-sites.md).
+
+    Each volume's slices are padded to a centred square, resized to ``data.size`` (anti-aliased),
+    divided by the volume's maximum, given a smooth random background phase and ``data.coils`` coil
+    maps, and acquired with complex Gaussian noise.
+
+    Attributes:
+        snr: Signal-to-noise ratio of the simulated acquisition: the volume's mean foreground magnitude
+            over the per-component standard deviation of the k-space noise (about the RSS image's SNR
+            in the foreground). ``.inf``: no noise.
+        contrast: The contrast name written to every file's ``acquisition`` attribute (fastMRI's names,
+            e.g. ``AXT1``, ``CORPD_FBK``); a site's one-entry ``contrasts`` overrides it. Every image
+            site needs one of the two.
+        min_foreground_fraction: Slices whose foreground (pixels above 5 % of the volume's maximum)
+            covers less of the slice than this are dropped (the empty slices at a volume's ends).
+        max_slices: At most this many of the remaining slices per volume, evenly spaced (0 = all).
+        slice_axis: The axis along which 3-D arrays (NIfTI volumes, 3-D ``.npy``) are sliced; DICOM and
+            PNG series are stacks of their files.
+        allow_upsampling: Accept images smaller than ``data.size`` (interpolated up, which invents detail:
+            the zero-padding data crime; such volumes are marked ``upsampled`` in the site's record).
+    """
+
+    snr: float = 30.0
+    contrast: str = ""
+    min_foreground_fraction: float = 0.1
+    max_slices: int = 0
+    slice_axis: int = 2
+    allow_upsampling: bool = False
+
+    def __post_init__(self) -> None:
+        _require(self.snr > 0, "data.images.snr", self.snr, "> 0 (.inf for no noise)")
+        _require(0 <= self.min_foreground_fraction < 1, "data.images.min_foreground_fraction",
+                 self.min_foreground_fraction, "in [0, 1)")
+        _require(self.max_slices >= 0, "data.images.max_slices", self.max_slices, ">= 0 (0 = every kept slice)")
+        _require(self.slice_axis in (0, 1, 2), "data.images.slice_axis", self.slice_axis, "0, 1 or 2")
+
+
+@dataclass
 class DataConfig:
     """Where site data lives and how k-space is undersampled.
 
@@ -78,7 +119,10 @@ class DataConfig:
     (one folder per site spec, named by its fingerprint). ``kind=fastmri``: ``root`` holds real
     fastMRI / M4Raw multicoil folders named by each site's ``train_dir`` / ``test_dir``; their
     k-space values are checked slice by slice as they are read, or every value before the run
-    starts with ``scan_values=true`` (a full read of every file a site uses).
+    starts with ``scan_values=true`` (a full read of every file a site uses). ``kind=images``:
+    ``root`` holds folders of magnitude images (NIfTI, DICOM, PNG, NPY) named by each site's
+    ``train_dir`` / ``test_dir``; fedforget simulates multicoil k-space from them (``images``) and
+    writes fastMRI files under ``cache_dir/image-sites/<site>-<fingerprint>``, once per specification.
     """
 
     kind: str = SYNTHETIC
@@ -92,13 +136,16 @@ class DataConfig:
     center_fraction: float = 0.04
     cache_slices: bool = True
     scan_values: bool = False
+    images: ImageSitesConfig = field(default_factory=ImageSitesConfig)
 
     def __post_init__(self) -> None:
         _require(self.kind in DATA_KINDS, "data.kind", self.kind, f"one of {DATA_KINDS}")
         if not self.root:
+            needs = {FASTMRI: "data.root=/path/to/fastmri (the folder holding each site's train_dir/test_dir)",
+                     IMAGES: "data.root=/path/to/images (the folder holding each site's train_dir/test_dir of "
+                             "image files)"}
             raise ValueError(f"config value data.root is empty: data.kind={self.kind} needs "
-                             + ("data.root=/path/to/fastmri (the folder holding each site's train_dir/test_dir)"
-                                if self.kind == FASTMRI else "a folder for the synthetic sites"))
+                             + needs.get(self.kind, "a folder for the synthetic sites"))
         _require(self.size >= 16, "data.size", self.size, "an image size >= 16")
         _require(self.coils >= 1, "data.coils", self.coils, "a coil count >= 1")
         _require(self.slices_per_volume >= 1, "data.slices_per_volume", self.slices_per_volume, ">= 1")
@@ -145,6 +192,10 @@ class SiteConfig:
     name), so several sites can hold disjoint parts of one fastMRI folder. Synthetic sites:
     ``contrasts`` lists fastMRI acquisition names dealt to the volumes round-robin (empty = the
     anatomy's default mix: brain AXT2/AXT1POST/AXFLAIR/AXT1, knee CORPD_FBK/CORPDFS_FBK).
+    Image sites (``data.kind=images``): ``train_dir`` / ``test_dir`` hold the source images, the volume
+    range picks among their volume entries (sorted by name), ``contrasts`` holds at most one name (the
+    images' contrast; empty = ``data.images.contrast``) and ``seed`` draws the simulated phase, coils
+    and noise.
     ``joins_at_round = j``: a hospital that joined late, taking part in FedAvg rounds j+1 .. R only
     (0 = every round); the oracle keeps the same schedule for the sites it trains.
     """
@@ -755,6 +806,7 @@ class ExperimentConfig:
             _require(self.poison.site == forget, "poison.site", self.poison.site,
                      f"the forget site {forget!r} (the poisoned site is the one whose influence is removed)")
         self._check_joins()
+        self._check_image_sites()
         fault_site = self.federation.fault.site
         _require(not fault_site or fault_site in self.sites, "federation.fault.site", fault_site,
                  f"empty or one of {list(self.sites)}")
@@ -768,6 +820,21 @@ class ExperimentConfig:
             if min(self.sites[n].joins_at_round for n in names) > 0:
                 raise ValueError(f"config has no site in the first round among {who}: expected at least one of "
                                  f"{names} with joins_at_round=0")
+
+    def _check_image_sites(self) -> None:
+        if self.data.kind != IMAGES:
+            return
+        for name, site in self.sites.items():
+            _require(len(site.contrasts) <= 1, f"sites.{name}.contrasts", list(site.contrasts),
+                     "at most one name on data.kind=images (the contrast of the site's images)")
+            _require(bool(self.image_contrast(name).strip()), f"sites.{name}.contrasts", list(site.contrasts),
+                     "the contrast of the site's images, e.g. [AXT1] (or set data.images.contrast for every "
+                     "site): it is written to each file's acquisition attribute")
+
+    def image_contrast(self, site: str) -> str:
+        """The contrast an image site's files name: its one ``contrasts`` entry, else ``data.images.contrast``."""
+        contrasts = self.sites[site].contrasts
+        return str(contrasts[0]) if contrasts else self.data.images.contrast
 
     @property
     def reads_round_history(self) -> bool:

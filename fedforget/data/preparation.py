@@ -1,4 +1,4 @@
-"""Before a run starts: synthetic sites are written (and poisoned), real site folders are checked.
+"""Before a run starts: synthetic and image sites are written (and poisoned), real site folders are checked.
 
 A missing or malformed real-data folder must stop the run here, with a message that
 names the site and the file, not minutes later inside a Flower node.
@@ -12,7 +12,8 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from fedforget.configs.compose import ConfigError, fingerprint, to_plain
-from fedforget.configs.schema import SYNTHETIC, ExperimentConfig
+from fedforget.configs.schema import FASTMRI, SYNTHETIC, ExperimentConfig
+from fedforget.data.image_sites import image_site_spec, image_sites_written, prepare_image_sites
 from fedforget.data.poisoning import poison_site
 from fedforget.data.sites import SPLITS, SiteSplit, site_split
 from fedforget.data.synthetic import poison_spec, prepare_synthetic_data, synthetic_sites_written
@@ -50,10 +51,57 @@ def check_real_data(cfg: ExperimentConfig) -> dict[str, dict[str, int]]:
 
 
 def check_synthetic_data(cfg: ExperimentConfig) -> None:
-    """Every synthetic site folder holds only valid volumes (a stray file would crash fastMRI's reader)."""
+    """Every site folder fedforget wrote (synthetic or image sites) holds only valid volumes (a stray file
+    would crash fastMRI's reader)."""
     for name in cfg.sites:
         for split in SPLITS:
             checked_split(cfg, name, split, scan_kspace=True)
+
+
+def check_image_sources(cfg: ExperimentConfig) -> None:
+    """No two image sites train on one source volume, and no site tests on a volume any site trains on.
+
+    Raises:
+        DataError: a source volume is shared (the message names it and the sites), or a source folder is
+            not usable.
+    """
+    trained: dict[Path, str] = {}
+    tested: list[tuple[Path, str]] = []
+    for name in cfg.sites:
+        try:
+            sources = image_site_spec(cfg, name).sources
+        except DataFileError as err:
+            raise DataError(f"site {name}: {err}") from err
+        for entry in sources["train"]:
+            if entry in trained:
+                raise DataError(f"sites {trained[entry]} and {name} both train on {entry}: expected disjoint "
+                                "training images (check volumes_from / train_volumes)")
+            trained[entry] = name
+        tested += [(entry, name) for entry in sources["test"]]
+    for entry, name in tested:
+        if entry in trained:
+            raise DataError(f"site {name} tests on {entry}, which site {trained[entry]} trains on: expected test "
+                            "images no site trains on (a model scored on its own training subjects)")
+
+
+def prepare_written_sites(cfg: ExperimentConfig, log: Callable[[str], None] = lambda _: None) -> list[Path]:
+    """Write the synthetic or image sites fedforget makes (unless written), then check every volume.
+
+    Raises:
+        DataError: an image site's source images are not usable (the message names the site and the file).
+    """
+    if cfg.data.kind == SYNTHETIC:
+        folders = prepare_synthetic_data(cfg, log)
+    else:
+        check_image_sources(cfg)
+        folders = []
+        for name in cfg.site_names:
+            try:
+                folders += prepare_image_sites(cfg, log, names=[name])
+            except DataFileError as err:
+                raise DataError(f"site {name}: {err}") from err
+    check_synthetic_data(cfg)
+    return folders
 
 
 def poisoned_real_copy(cfg: ExperimentConfig, log: Callable[[str], None]) -> list[str]:
@@ -87,9 +135,8 @@ def prepare_data(cfg: ExperimentConfig, log: Callable[[str], None] = lambda _: N
 
     Returns overrides the run needs on top of its own (the poisoned copy of real data).
     """
-    if cfg.data.kind == SYNTHETIC:
-        prepare_synthetic_data(cfg, log)
-        check_synthetic_data(cfg)
+    if cfg.data.kind != FASTMRI:
+        prepare_written_sites(cfg, log)
         return []
     for name, splits in check_real_data(cfg).items():
         log(f"fedforget: site {name}: {splits['train']} training and {splits['test']} test volumes checked "
@@ -98,34 +145,34 @@ def prepare_data(cfg: ExperimentConfig, log: Callable[[str], None] = lambda _: N
 
 
 def _write_and_check(cfg: ExperimentConfig) -> list[Path]:
-    folders = prepare_synthetic_data(cfg)
-    check_synthetic_data(cfg)
-    return folders
+    return prepare_written_sites(cfg)
 
 
 def _write_in_fresh_process(cfg: ExperimentConfig, log: Callable[[str], None]) -> None:
-    """Write and check the synthetic sites in a fresh (spawned) process.
+    """Write and check the synthetic or image sites in a fresh (spawned) process.
 
     Inside Flower's simulation process (Ray, gRPC and Flower threads running) writing the demo's
     sites stopped with every thread waiting on a lock, and the SuperLink failed the run after
     60 s without a heartbeat; the same writer in a process of its own takes 13 s.
     """
-    if synthetic_sites_written(cfg):
+    written = synthetic_sites_written if cfg.data.kind == SYNTHETIC else image_sites_written
+    if written(cfg):
         return
     with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
         for folder in pool.submit(_write_and_check, cfg).result():
-            log(f"fedforget: synthetic site ready at {folder}")
+            log(f"fedforget: {cfg.data.kind} site ready at {folder}")
 
 
 def prepare_inside_run(cfg: ExperimentConfig, log: Callable[[str], None] = lambda _: None) -> None:
     """What the ServerApp makes ready itself, for a run started by plain ``flwr run .`` (``fedforget run``
-    has done it already, so this finds everything in place): the synthetic sites are written when missing.
+    has done it already, so this finds everything in place): the synthetic or image sites are written when
+    missing.
 
     Raises:
         ConfigError: poison on real data, which needs a poisoned copy that only ``fedforget run`` can
             point every site at (the copy's folders are overrides of the run config).
     """
-    if cfg.data.kind == SYNTHETIC:
+    if cfg.data.kind != FASTMRI:
         _write_in_fresh_process(cfg, log)
         return
     if cfg.poison.active and cfg.cache_dir and Path(cfg.cache_dir) / "poisoned" not in \

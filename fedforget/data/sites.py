@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fedforget.configs.schema import FASTMRI, SYNTHETIC, ExperimentConfig
+from fedforget.configs.schema import FASTMRI, IMAGES, KSPACE_SOURCES, SYNTHETIC, ExperimentConfig
 from fedforget.data.datasets import CachedSliceDataset, chosen_volumes, file_sha256, open_volumes, validated_volumes
+from fedforget.data.image_sites import image_site_dir
 from fedforget.data.synthetic import synthetic_site_dir
 from fedforget.recon.hdf5io import DataFileError, VolumeInfo
 from fedforget.recon.masks import make_mask_func
@@ -23,8 +24,17 @@ SPLITS = ("train", "test")
 
 
 def site_folders(cfg: ExperimentConfig, name: str, data_path: Path | None = None) -> dict[str, Path]:
-    """The train/test folders of a site: under its node's data path, or under ``data.root``."""
+    """The train/test folders of a site: under its node's data path, or under ``data.root``; an image site's
+    are the simulated ones (its ``train_dir`` / ``test_dir`` name its source images).
+
+    Raises:
+        DataFileError: an image site's source folder cannot be listed (the message names it).
+        ConfigError: an image site without ``cache_dir``.
+    """
     site = cfg.sites[name]
+    if data_path is None and cfg.data.kind == IMAGES:
+        folder = image_site_dir(cfg, name)
+        return {split: (folder / split).resolve() for split in SPLITS}
     if data_path is not None:
         base, default = data_path, {"train": "train", "test": "test"}
     elif cfg.data.kind == SYNTHETIC:
@@ -68,8 +78,13 @@ class SiteSplit:
                            "sha256": file_sha256(info.path)} for info in self.volumes]}
 
 
+def kspace_source(cfg: ExperimentConfig) -> str:
+    """What the experiment's k-space is: ``measured``, or simulated from phantoms or from magnitude images."""
+    return KSPACE_SOURCES[cfg.data.kind]
+
+
 def scans_values_up_front(cfg: ExperimentConfig) -> bool:
-    """Synthetic sites are scanned when written; real data only with ``data.scan_values=true``."""
+    """Synthetic and image sites are scanned when written; real data only with ``data.scan_values=true``."""
     return cfg.data.kind != FASTMRI or cfg.data.scan_values
 
 
@@ -79,7 +94,7 @@ def site_split(cfg: ExperimentConfig, site: str, split: str, folder: Path | None
 
     Real data (``data.kind=fastmri``) honours ``volumes_from`` / ``train_volumes`` (and the test
     equivalents) in whichever folder holds the split (the configured one, a deployed node's
-    data path, or the server's deposit); a synthetic site's folder holds exactly its volumes.
+    data path, or the server's deposit); a synthetic or image site's folder holds exactly its volumes.
 
     Args:
         cfg: The experiment.

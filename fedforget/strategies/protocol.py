@@ -251,7 +251,8 @@ DATA_SPLITS = ("train", "test")
 
 def data_record(description: Mapping[str, Any]) -> dict[str, Any]:
     """A site's description of its data (:func:`data_description`'s form) as flat ConfigRecord values."""
-    record: dict[str, Any] = {"poison-manifest-sha256": str(description.get("poison_manifest_sha256", ""))}
+    record: dict[str, Any] = {"poison-manifest-sha256": str(description.get("poison_manifest_sha256", "")),
+                              "kspace-source": str(description.get("kspace_source", ""))}
     for split in DATA_SPLITS:
         part = description[split]
         record.update({f"{split}-folder": part["folder"], f"{split}-volumes-from": int(part["volumes_from"]),
@@ -263,8 +264,10 @@ def data_record(description: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def data_description(record: Mapping[str, Any]) -> dict[str, Any]:
-    """The files a site uses per split (name, bytes, SHA-256), its volume ranges and its poison manifest."""
-    description: dict[str, Any] = {"poison_manifest_sha256": str(record.get("poison-manifest-sha256", ""))}
+    """The files a site uses per split (name, bytes, SHA-256), its volume ranges, its poison manifest and what
+    its k-space is (``kspace_source``; "" from a site of an older version)."""
+    description: dict[str, Any] = {"poison_manifest_sha256": str(record.get("poison-manifest-sha256", "")),
+                                   "kspace_source": str(record.get("kspace-source", ""))}
     for split in DATA_SPLITS:
         files = zip(record[f"{split}-files"], record[f"{split}-bytes"], record[f"{split}-sha256"])
         description[split] = {"folder": str(record[f"{split}-folder"]),
