@@ -277,3 +277,18 @@ def test_the_config_memo_key_covers_every_config_file(tmp_path, monkeypatch: pyt
     experiment.write_text(experiment.read_text().replace("rounds: 2", "rounds: 3"))
     monkeypatch.setattr(cache, "_CODE_FINGERPRINT", [])
     assert cache.composed_path("smoke", "") != before, "an edited experiment file must not hit the old memo"
+
+
+def test_one_composition_gives_the_launcher_the_declared_sweep_or_the_experiment(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import fedforget.configs.compose as compose
+
+    calls = []
+    real = compose._hydra
+    monkeypatch.setattr(compose, "_hydra", lambda: calls.append(1) or real())
+    single = compose.compose_for_launch("demo", ["seed=3"])
+    assert len(calls) == 1, "a single run's launcher composes its experiment once"
+    assert single.declared_sweep == [] and single.experiment == load_experiment("demo", ["seed=3"])
+    swept = compose.compose_for_launch("retain-sweep")
+    assert swept.experiment is None
+    assert swept.declared_sweep == ["seed=0,1,2", "unlearning.retain_fraction=0.01,0.05,0.1,0.2,0.5,1.0"]

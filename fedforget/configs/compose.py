@@ -20,7 +20,7 @@ import hashlib
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from fedforget.configs.cache import from_plain, read_composed, write_composed
 from fedforget.configs.schema import (
@@ -73,11 +73,12 @@ def split_overrides(text: str) -> list[str]:
     return parts
 
 
-def compose_config(experiment: str, overrides: Sequence[str] = ()) -> DictConfig:
+def compose_config(experiment: str, overrides: Sequence[str] = (), with_hydra: bool = False) -> DictConfig:
     """Compose ``experiment=<name>`` plus overrides into a resolved, typed DictConfig.
 
     A generated site list (``generated_sites``) and sites added with ``+sites.<name>={...}``
-    become ``sites`` entries here (``fedforget.configs.site_lists``).
+    become ``sites`` entries here (``fedforget.configs.site_lists``). ``with_hydra`` keeps Hydra's own
+    node (``hydra.sweeper.params``: the sweep an experiment declares).
 
     Raises:
         ConfigError: unknown experiment or group option, unknown key, or a type mismatch,
@@ -91,7 +92,8 @@ def compose_config(experiment: str, overrides: Sequence[str] = ()) -> DictConfig
     try:
         hydra_overrides, additions = split_site_additions(overrides)
         with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
-            cfg = compose(config_name=PRIMARY_CONFIG, overrides=[f"experiment={experiment}", *hydra_overrides])
+            cfg = compose(config_name=PRIMARY_CONFIG, overrides=[f"experiment={experiment}", *hydra_overrides],
+                          return_hydra_config=with_hydra)
         with open_dict(cfg):
             spec = to_object(cfg.generated_sites)
             if spec.active:
@@ -119,21 +121,30 @@ def to_object(node: Any) -> Any:
     return OmegaConf.to_object(node)
 
 
+class Launch(NamedTuple):
+    """One composition, read twice: the sweep the experiment declares, and (when it declares none) the experiment."""
+
+    declared_sweep: list[str]  # ``key=a,b,c`` overrides from ``hydra.sweeper.params``
+    experiment: ExperimentConfig | None  # None when a sweep is declared: each job composes its own
+
+
+def compose_for_launch(experiment: str, overrides: Sequence[str] = ()) -> Launch:
+    """Compose once what a launcher needs: the declared sweep and, without one, the validated experiment."""
+    from omegaconf import open_dict
+
+    cfg = compose_config(experiment, overrides, with_hydra=True)
+    params = cfg.hydra.sweeper.get("params") or {}
+    sweep = [f"{key}={value}" for key, value in params.items()]
+    if sweep:
+        return Launch(sweep, None)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return Launch(sweep, to_experiment(cfg))
+
+
 def declared_sweep(experiment: str, overrides: Sequence[str] = ()) -> list[str]:
     """The sweep an experiment declares in Hydra's ``hydra.sweeper.params``, as ``key=a,b,c`` overrides."""
-    from fedforget.configs.site_lists import split_site_additions
-
-    compose, initialize_config_module, errors = _hydra()
-    try:
-        hydra_overrides = split_site_additions(overrides)[0]
-        with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
-            cfg = compose(config_name=PRIMARY_CONFIG, overrides=[f"experiment={experiment}", *hydra_overrides],
-                          return_hydra_config=True)
-    except (ValueError, *errors) as err:
-        raise ConfigError(f"cannot compose experiment {experiment!r} with {list(overrides)}: "
-                          f"{_reason(err)}") from err
-    params = cfg.hydra.sweeper.get("params") or {}
-    return [f"{key}={value}" for key, value in params.items()]
+    return compose_for_launch(experiment, overrides).declared_sweep
 
 
 def to_experiment(cfg: DictConfig) -> ExperimentConfig:

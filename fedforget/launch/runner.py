@@ -17,7 +17,7 @@ import yaml
 from fedforget.configs.compose import (
     ConfigError,
     anchor_paths,
-    declared_sweep,
+    compose_for_launch,
     default_path_overrides,
     load_experiment,
     resolved_form,
@@ -173,9 +173,12 @@ def check_checkpoint(cfg: ExperimentConfig) -> None:
             raise DataError(f"unlearning.from_checkpoint: {err}") from err
 
 
-def prepare(request: RunRequest) -> tuple[ExperimentConfig, list[str], Path]:
+Composed = tuple[ExperimentConfig, list[str]]  # an experiment as load_for_launch composes it, and its overrides
+
+
+def prepare(request: RunRequest, composed: Composed | None = None) -> tuple[ExperimentConfig, list[str], Path]:
     """Validate the config (before anything starts), write synthetic data, pick the run folder."""
-    cfg, overrides = load_for_launch(request.experiment, request.overrides)
+    cfg, overrides = composed or load_for_launch(request.experiment, request.overrides)
     try:
         check_checkpoint(cfg)
         extra = prepare_data(cfg, log=print)
@@ -198,14 +201,14 @@ def federation_config(cfg: ExperimentConfig, given: str | None) -> str:
             f"client-resources-num-gpus={fed.client_gpus:g}")
 
 
-def execute(request: RunRequest) -> Path:
+def execute(request: RunRequest, composed: Composed | None = None) -> Path:
     """Run one experiment through a real Flower simulation; raise RunFailed unless it completed.
 
     The run folder is locked for the duration (a second writer is refused with this process's
     PID). A SIGINT / SIGTERM (:class:`Interrupted`, see ``launch.signals``) stops the Flower
     run and every process it started, and marks the folder ``interrupted`` (resumable).
     """
-    cfg, overrides, output = prepare(request)
+    cfg, overrides, output = prepare(request, composed)
     try:
         with RunLock(output) as lock:
             try:
@@ -269,10 +272,13 @@ def run_all(request: RunRequest, multirun: bool) -> list[Path]:
     sweeps of the same keys replace the declared ones.
     """
     given = {o.split("=", 1)[0] for o in request.overrides}
-    declared = [o for o in declared_sweep(request.experiment, _plain_overrides(request.overrides))
-                if o.split("=", 1)[0] not in given]
+    plain = _plain_overrides(request.overrides)
+    overrides = default_path_overrides(absolute_overrides(plain))
+    launch = compose_for_launch(request.experiment, overrides)  # the one composition of a single run
+    declared = [o for o in launch.declared_sweep if o.split("=", 1)[0] not in given]
     if not (multirun or declared):
-        return [execute(request)]
+        single = launch.experiment is not None and plain == list(request.overrides)
+        return [execute(request, (anchor_paths(launch.experiment), overrides) if single else None)]
     jobs = expand_sweeps([*declared, *request.overrides])
     base = request.output_dir or outputs_dir() / f"{request.experiment}-multirun-{dt.datetime.now():%Y%m%d-%H%M%S}"
     folders, incomplete = [], []
