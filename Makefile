@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.fedforget-installed
 CONSTRAINTS := constraints/cpu.txt
 
-.PHONY: setup demo test test-fast bench docs clean-outputs
+.PHONY: setup demo test test-fast bench docs clean-outputs anatomy-sources
 
 setup: $(STAMP)
 
@@ -39,3 +39,8 @@ bench: setup
 
 clean-outputs:
 	rm -rf outputs
+
+# Real MRI that installs offline, for bench/real_anatomy.py: the pinned wheels are fetched, never installed
+# (the benchmark reads the images out of them).
+anatomy-sources: setup
+	$(BIN)/python -m pip download -q --no-deps -d .cache/anatomy nilearn==0.14.1 dipy==1.12.1
