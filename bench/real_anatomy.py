@@ -140,9 +140,9 @@ def trained_subjects(run: Path) -> dict[str, Any]:
     """What a run's models trained on, per site: its k-space source and its files' SHA-256 (audit.json)."""
     audit = json.loads((run / "audit.json").read_text())
     sites = audit.get("data", {}).get("sites", {})
-    return {site: {"kspace_source": data.get("kspace_source", "simulated_from_phantoms"),
+    return {site: {"kspace_source": data.get("kspace_source") or "simulated_from_phantoms",
                    "files_sha256": sorted(f["sha256"] for f in data["train"]["files"]),
-                   "sources_sha256": sorted(data.get("sources_sha256", []))}
+                   "sources_sha256": sorted(data["train"].get("source_sha256", []))}
             for site, data in sites.items()}
 
 

@@ -21,7 +21,7 @@ from fedforget.configs.compose import fingerprint
 from fedforget.configs.schema import FORGET, IMAGES, RETAIN, SYNTHETIC, ExperimentConfig
 from fedforget.data.batches import BatchSource, stream_seed, unlearning_source
 from fedforget.data.datasets import CachedSliceDataset, PoisonedTargets, SliceSubset
-from fedforget.data.image_sites import prepare_image_sites
+from fedforget.data.image_sites import prepare_image_sites, source_digests
 from fedforget.data.sites import (
     SPLITS,
     kspace_source,
@@ -190,6 +190,9 @@ class SiteRuntime:
                                        for split in SPLITS}
         description["poison_manifest_sha256"] = poison_manifest_sha256(self.identity.folders["train"])
         description["kspace_source"] = kspace_source(self.cfg)
+        if self.cfg.data.kind == IMAGES:  # the real subjects behind the simulated files
+            for split in SPLITS:
+                description[split]["source_sha256"] = source_digests(self.identity.folders[split])
         return description
 
     @property

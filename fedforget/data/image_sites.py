@@ -42,7 +42,7 @@ from fedforget.recon.image_simulation import ImageSimulation, SimulatedVolume, V
 from fedforget.recon.poison import MANIFEST_FILE
 
 __all__ = ["ImageSiteSpec", "RECORD_FILE", "SITES_FOLDER", "image_site_spec", "image_site_dir", "source_folders",
-           "image_sites_written", "prepare_image_sites", "ensure_image_site"]
+           "image_sites_written", "prepare_image_sites", "ensure_image_site", "source_digests"]
 
 SPLITS = ("train", "test")
 RECORD_FILE = "images.json"
@@ -224,6 +224,14 @@ def ensure_image_site(folder: Path, spec: ImageSiteSpec) -> bool:
             return False
         write_image_site(folder, spec)
         return True
+
+
+def source_digests(split_folder: Path) -> list[str]:
+    """SHA-256 of every source file behind an image site's split (its ``images.json``): the subjects it holds,
+    so that a benchmark can prove it never scores a model on a subject the model trained on."""
+    split = Path(split_folder).name
+    record = json.loads((Path(split_folder).parent / RECORD_FILE).read_text())
+    return sorted({f["sha256"] for volume in record["volumes"].get(split, []) for f in volume["source_files"]})
 
 
 def image_sites_written(cfg: ExperimentConfig) -> bool:

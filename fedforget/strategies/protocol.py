@@ -260,6 +260,8 @@ def data_record(description: Mapping[str, Any]) -> dict[str, Any]:
                        f"{split}-files": [f["name"] for f in part["files"]],
                        f"{split}-bytes": [int(f["bytes"]) for f in part["files"]],
                        f"{split}-sha256": [f["sha256"] for f in part["files"]]})
+        if part.get("source_sha256"):
+            record[f"{split}-source-sha256"] = list(part["source_sha256"])
     return record
 
 
@@ -274,6 +276,8 @@ def data_description(record: Mapping[str, Any]) -> dict[str, Any]:
                               "volumes_from": int(record[f"{split}-volumes-from"]),
                               "volumes": int(record[f"{split}-volumes"]),
                               "files": [{"name": str(n), "bytes": int(b), "sha256": str(h)} for n, b, h in files]}
+        if record.get(f"{split}-source-sha256"):  # an image site: the source files behind its simulated ones
+            description[split]["source_sha256"] = [str(h) for h in record[f"{split}-source-sha256"]]
     return description
 
 
