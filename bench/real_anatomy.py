@@ -57,6 +57,7 @@ from fedforget.reporting.rerender import saved_experiment
 DEFAULT_SOURCES = Path(__file__).resolve().parents[1] / ".cache" / "anatomy"
 NAME = "real_anatomy"
 MODELS = (ORIGINAL, ORACLE)
+DRAWS = 4  # masks (and coil, phase, noise draws) per source
 
 
 class Source(NamedTuple):
@@ -115,14 +116,19 @@ def matched_snr(cfg: ExperimentConfig, source: Source, image: Path, max_slices: 
 
 
 def build_site(cfg: ExperimentConfig, source: Source, image: Path, folder: Path, snr: float | None,
-               max_slices: int) -> Path:
+               max_slices: int, draws: int = DRAWS) -> Path:
     """The source as a fastMRI multicoil site at the run's size and coil count; returns its test folder.
-    ``snr=None``: the run's own noise level (:func:`matched_snr`)."""
+
+    ``snr=None``: the run's own noise level (:func:`matched_snr`). The source is written ``draws`` times
+    under different names: fastMRI seeds a volume's mask by its file name, and one equispaced mask offset
+    moves a single volume's gain by about 0.4 dB, so each source is scored over several masks (and
+    coil, phase and noise draws)."""
     snr = matched_snr(cfg, source, image, max_slices) if snr is None else snr
     simulation = ImageSimulation(size=cfg.data.size, coils=cfg.data.coils, snr=snr,
                                  min_foreground_fraction=cfg.data.images.min_foreground_fraction,
                                  max_slices=max_slices, allow_upsampling=False)
-    spec = ImageSiteSpec({"train": (), "test": (image,)}, simulation, source.slice_axis, source.contrast, seed=0)
+    spec = ImageSiteSpec({"train": (), "test": (image,) * draws}, simulation, source.slice_axis, source.contrast,
+                         seed=0)
     write_image_site(folder, spec)
     return folder / "test"
 
