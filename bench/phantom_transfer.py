@@ -15,6 +15,8 @@ mean phantom brain gain). This is the fast loop behind the phantom changes; the 
 from __future__ import annotations
 
 import argparse
+import ast
+import importlib
 import statistics
 import tempfile
 from pathlib import Path
@@ -26,6 +28,7 @@ from bench.common import write_result
 from bench.knowledge_gap import data_root, parse_variant, site_scores
 from bench.real_anatomy import DEFAULT_SOURCES, SOURCES, build_site, extract
 from fedforget.configs import load_experiment
+from fedforget.configs.compose import fingerprint
 from fedforget.configs.schema import ZERO_FILLED, ExperimentConfig
 from fedforget.data.synthetic import prepare_synthetic_data
 from fedforget.learning.evaluation import evaluate, evaluate_zero_filled
@@ -49,9 +52,24 @@ def real_scores(cfg: ExperimentConfig, state: dict[str, torch.Tensor], sites: di
     return scores
 
 
-def one_run(experiment: str, overrides: list[str], seed: int, sources: Path, scratch: Path) -> dict[str, Any]:
+def apply_patches(patches: list[str]) -> None:
+    """``module.ATTRIBUTE=value`` settings of phantom constants (exploration only: a change that helps becomes
+    a real phantom change). Each value is a Python literal."""
+    for patch in patches:
+        target, _, value = patch.partition("=")
+        module, _, attribute = target.rpartition(".")
+        if not hasattr(importlib.import_module(module), attribute):
+            raise SystemExit(f"{module} has no {attribute}")
+        setattr(importlib.import_module(module), attribute, ast.literal_eval(value))
+
+
+def one_run(experiment: str, overrides: list[str], seed: int, sources: Path, scratch: Path,
+            patches: list[str]) -> dict[str, Any]:
     probe = load_experiment(experiment, [*overrides, f"seed={seed}"])
-    cfg = load_experiment(experiment, [*overrides, f"seed={seed}", f"data.root={data_root(probe)}"])
+    root = data_root(probe).with_name(f"{data_root(probe).name}-{fingerprint(patches)}" if patches
+                                      else data_root(probe).name)
+    cfg = load_experiment(experiment, [*overrides, f"seed={seed}", f"data.root={root}"])
+    apply_patches(patches)
     prepare_synthetic_data(cfg)
     original = plain_fedavg(cfg, cfg.site_names)
     phantom, zero = site_scores(cfg, original.state), site_scores(cfg, None)
@@ -61,7 +79,7 @@ def one_run(experiment: str, overrides: list[str], seed: int, sources: Path, scr
     sites = {s.name: build_site(cfg, s, images[s.name], scratch / f"sites-{seed}" / s.name, None, 24)
              for s in SOURCES}
     real = real_scores(cfg, original.state, sites)
-    return {"seed": seed, "overrides": overrides, "phantom_gain": gains, "phantom_brain_gain": brain,
+    return {"seed": seed, "overrides": overrides, "patches": patches, "phantom_gain": gains, "phantom_brain_gain": brain,
             "phantom_zero_filled": {s: zero[s]["test_psnr"] for s in cfg.site_names},
             "real": real, "transfer_ratio": {name: row["gain"] / brain for name, row in real.items()},
             "training_seconds": original.seconds}
@@ -72,6 +90,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--experiment", default="demo")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--variant", action="append", default=[], help="NAME=OVERRIDES; repeatable")
+    parser.add_argument("--patch", action="append", default=[],
+                        help="module.ATTRIBUTE=literal for every variant, e.g. "
+                             "fedforget.recon.phantoms.rendering.BLUR_SIGMA_PX=1.0")
     parser.add_argument("--sources", type=Path, default=DEFAULT_SOURCES)
     parser.add_argument("--name", default="phantom_transfer")
     args = parser.parse_args(argv)
@@ -80,7 +101,8 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="phantom-transfer-") as scratch:
         for name, overrides in [parse_variant(v) for v in args.variant] or [("base", [])]:
             for seed in args.seeds:
-                row = {"variant": name, **one_run(args.experiment, overrides, seed, args.sources, Path(scratch))}
+                row = {"variant": name, **one_run(args.experiment, overrides, seed, args.sources, Path(scratch),
+                                                          args.patch)}
                 rows.append(row)
                 real = ", ".join(f"{k} {v['gain']:+.2f} ({row['transfer_ratio'][k]:.2f})"
                                  for k, v in row["real"].items())

@@ -57,7 +57,7 @@ from fedforget.reporting.rerender import saved_experiment
 DEFAULT_SOURCES = Path(__file__).resolve().parents[1] / ".cache" / "anatomy"
 NAME = "real_anatomy"
 MODELS = (ORIGINAL, ORACLE)
-DRAWS = 4  # masks (and coil, phase, noise draws) per source
+DRAWS = 8  # masks (and coil, phase, noise draws) per source
 
 
 class Source(NamedTuple):
@@ -180,8 +180,9 @@ def score_run(run: Path, sites: dict[str, Path], mask: MaskSetting) -> dict[str,
                 "psnr": score.model.metrics.psnr, "ssim": score.model.metrics.ssim,
                 "zero_filled_psnr": score.zero_filled.metrics.psnr, "zero_filled_ssim": score.zero_filled.metrics.ssim,
                 "gain": gain, "phantom_gain": phantom["brain"], "transfer_ratio": gain / phantom["brain"],
-                "slices": score.model.slices}
-    return {"run": str(run), "seed": results.get("seed"), "phantom_gains": {m: phantom_gains(results, m)
+                "slices": score.model.slices,
+                "gain_per_draw": [m.psnr - z.psnr for m, z in zip(score.model.per_volume, score.zero_filled.per_volume)]}
+    return {"run": str(run), "seed": saved_experiment(run).seed, "phantom_gains": {m: phantom_gains(results, m)
                                                                             for m in MODELS},
             "scores": scores, "trained_on": trained_subjects(run)}
 
@@ -239,7 +240,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     summary = summarise(per_run)
     payload = {"command": "python -m bench.real_anatomy " + " ".join(str(r) for r in args.runs),
                "snr": args.snr if args.snr is not None else f"matched to data.noise_std={cfg.data.noise_std:g}",
-               "max_slices": args.max_slices, "size": cfg.data.size, "coils": cfg.data.coils,
+               "experiment": cfg.name, "max_slices": args.max_slices, "draws": DRAWS, "size": cfg.data.size, "coils": cfg.data.coils,
                "mask": mask.__dict__, "sources": [s._asdict() | {"sha256": scored[s.name]} for s in SOURCES],
                "scored_subjects": scored, "runs": per_run, "by_source": summary, "figures": figures}
     mni = summary["mni152-t1"][ORIGINAL]

@@ -9,11 +9,13 @@ from pathlib import Path
 import nibabel
 import numpy as np
 import pytest
+import yaml
 from test_image_sites import head
 
 from bench import real_anatomy
 from fedforget.clients.site import runtime_for
 from fedforget.configs import load_experiment
+from fedforget.configs.compose import to_plain
 from fedforget.configs.schema import ExperimentConfig
 from fedforget.data.image_sites import prepare_image_sites
 from fedforget.learning.checkpoints import save_checkpoint
@@ -80,6 +82,7 @@ def _run_folder(folder: Path, cfg: ExperimentConfig, phantom_gain: float) -> Pat
                "models": {m: {"sites": {s: {"test": {"gain_over_zero_filled": phantom_gain}} for s in sites}}
                           for m in real_anatomy.MODELS}}
     (folder / "checkpoints").mkdir(parents=True)
+    (folder / "config.yaml").write_text(yaml.safe_dump(to_plain(cfg)))
     (folder / "results.json").write_text(json.dumps(results))
     (folder / "audit.json").write_text(json.dumps({"data": {"sites": {s: {"train": {"files": []}} for s in sites}}}))
     for seed, model in enumerate(real_anatomy.MODELS):
@@ -105,6 +108,7 @@ def test_the_transfer_ratio_is_the_real_gain_over_the_phantom_gain(tmp_path: Pat
     assert original["zero_filled_psnr"] == oracle["zero_filled_psnr"] and original["psnr"] != oracle["psnr"]
     summary = real_anatomy.summarise([record, record])
     assert summary[SOURCE.name]["original"]["gain"]["ci"] == pytest.approx([original["gain"]] * 2)
+    assert record["seed"] == cfg.seed
 
 
 def test_the_noise_matches_the_runs_own_level(tmp_path: Path) -> None:
