@@ -10,6 +10,7 @@ import nibabel
 import numpy as np
 import pytest
 import yaml
+from run_helpers import fedforget_run
 from test_image_sites import head
 
 from bench import real_anatomy
@@ -117,3 +118,23 @@ def test_the_noise_matches_the_runs_own_level(tmp_path: Path) -> None:
     record = json.loads((real_anatomy.build_site(cfg, SOURCE, image, tmp_path / "site", None, 0).parent
                          / "images.json").read_text())
     assert record["volumes"]["test"][0]["noise_std"] == pytest.approx(0.02)
+
+
+@pytest.mark.slow
+def test_a_flower_run_on_image_sites_records_the_subjects_each_site_trained_on(tmp_path: Path) -> None:
+    for site, subject in (("brain-0", "a"), ("knee-0", "b")):
+        _nifti(tmp_path / "images" / site / "train" / f"subject-{subject}.nii.gz", seed=ord(subject))
+        _nifti(tmp_path / "images" / site / "test" / f"subject-{subject}-test.nii.gz", seed=ord(subject) + 100)
+    run = fedforget_run(["experiment=smoke", "data=images", f"data.root={tmp_path / 'images'}",
+                         "data.images.contrast=AXT1", "data.size=32", f"cache_dir={tmp_path / 'cache'}",
+                         "unlearning.methods=[ft]"], tmp_path / "run")
+    assert run.returncode == 0, run.output[-4000:]
+    assert run.status["status"] == "completed" and "ft" in run.results["models"]
+    trained = real_anatomy.trained_subjects(run.folder)
+    for site, subject in (("brain-0", "a"), ("knee-0", "b")):
+        source = tmp_path / "images" / site / "train" / f"subject-{subject}.nii.gz"
+        assert trained[site] == {**trained[site], "kspace_source": "simulated_from_magnitude_images",
+                                 "sources_sha256": [real_anatomy._sha256(source)]}
+    with pytest.raises(ValueError, match="site brain-0 trained on"):
+        real_anatomy.check_disjoint(trained, {"a": real_anatomy._sha256(
+            tmp_path / "images" / "brain-0" / "train" / "subject-a.nii.gz")})
