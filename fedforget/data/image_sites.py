@@ -34,8 +34,7 @@ from fedforget.configs.atomic import swap_dir
 from fedforget.configs.compose import ConfigError
 from fedforget.configs.schema import IMAGES, KSPACE_SOURCES, ExperimentConfig
 from fedforget.data.locks import exclusive
-from fedforget.data.poisoning import poison_site
-from fedforget.data.synthetic import poison_spec
+from fedforget.data.synthetic import poison_if_chosen, poison_spec
 from fedforget.recon.hdf5io import write_multicoil_volume
 from fedforget.recon.image_readers import ImageFileError, entry_files, read_volume, volume_entries
 from fedforget.recon.image_simulation import ImageSimulation, SimulatedVolume, VolumeSeeds, simulate_volume
@@ -260,9 +259,6 @@ def prepare_image_sites(cfg: ExperimentConfig, log: Callable[[str], None] = lamb
         folder = image_site_dir(cfg, name, spec)
         if ensure_image_site(folder, spec):
             log(f"fedforget: simulated image site {name} ({spec.contrast}, SNR {spec.simulation.snr:g}) at {folder}")
-        if cfg.is_poisoned(name):
-            manifest = poison_site(folder, poison_spec(cfg))
-            log(f"fedforget: site {name} has {manifest.num_poisoned} {cfg.poison.kind}-poisoned training slices "
-                f"({manifest.num_known} known)")
+        poison_if_chosen(cfg, name, folder, log)
         folders.append(folder)
     return folders

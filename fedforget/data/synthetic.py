@@ -94,9 +94,14 @@ def prepare_synthetic_data(cfg: ExperimentConfig, log: Callable[[str], None] = l
             written = ensure_synthetic_site(folder, spec)
         if written:
             log(f"fedforget: wrote synthetic {spec.anatomy} site {name} to {folder}")
-        if cfg.is_poisoned(name):
-            manifest = poison_site(folder, poison_spec(cfg))
-            log(f"fedforget: site {name} has {manifest.num_poisoned} {cfg.poison.kind}-poisoned training slices "
-                f"({manifest.num_known} known)")
+        poison_if_chosen(cfg, name, folder, log)
         folders.append(folder)
     return folders
+
+
+def poison_if_chosen(cfg: ExperimentConfig, name: str, folder: Path, log: Callable[[str], None]) -> None:
+    """Corrupt the site's training targets when it is the experiment's poisoned site (idempotent)."""
+    if cfg.is_poisoned(name):
+        manifest = poison_site(folder, poison_spec(cfg))
+        log(f"fedforget: site {name} has {manifest.num_poisoned} {cfg.poison.kind}-poisoned training slices "
+            f"({manifest.num_known} known)")
