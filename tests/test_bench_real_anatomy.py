@@ -138,3 +138,15 @@ def test_a_flower_run_on_image_sites_records_the_subjects_each_site_trained_on(t
     with pytest.raises(ValueError, match="site brain-0 trained on"):
         real_anatomy.check_disjoint(trained, {"a": real_anatomy._sha256(
             tmp_path / "images" / "brain-0" / "train" / "subject-a.nii.gz")})
+
+
+def test_the_probe_patches_a_phantom_constant_and_refuses_one_that_does_not_exist(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from bench import phantom_transfer
+    from fedforget.recon.phantoms import rendering
+
+    monkeypatch.setattr(rendering, "BLUR_SIGMA_PX", rendering.BLUR_SIGMA_PX)  # restored after the test
+    phantom_transfer.apply_patches(["fedforget.recon.phantoms.rendering.BLUR_SIGMA_PX=1.25"])
+    assert rendering.BLUR_SIGMA_PX == 1.25
+    with pytest.raises(SystemExit, match="has no NO_SUCH_CONSTANT"):
+        phantom_transfer.apply_patches(["fedforget.recon.phantoms.rendering.NO_SUCH_CONSTANT=1"])
