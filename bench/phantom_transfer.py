@@ -66,8 +66,9 @@ def apply_patches(patches: list[str]) -> None:
 def one_run(experiment: str, overrides: list[str], seed: int, sources: Path, scratch: Path,
             patches: list[str]) -> dict[str, Any]:
     probe = load_experiment(experiment, [*overrides, f"seed={seed}"])
-    root = data_root(probe).with_name(f"{data_root(probe).name}-{fingerprint(patches)}" if patches
-                                      else data_root(probe).name)
+    root = data_root(probe)
+    if patches:  # patched phantoms never reuse the unpatched sites' folder
+        root = root.with_name(f"{root.name}-{fingerprint(patches)}")
     cfg = load_experiment(experiment, [*overrides, f"seed={seed}", f"data.root={root}"])
     apply_patches(patches)
     prepare_synthetic_data(cfg)

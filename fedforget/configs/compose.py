@@ -142,10 +142,6 @@ def compose_for_launch(experiment: str, overrides: Sequence[str] = ()) -> Launch
     return Launch(sweep, to_experiment(cfg))
 
 
-def declared_sweep(experiment: str, overrides: Sequence[str] = ()) -> list[str]:
-    """The sweep an experiment declares in Hydra's ``hydra.sweeper.params``, as ``key=a,b,c`` overrides."""
-    return compose_for_launch(experiment, overrides).declared_sweep
-
 
 def to_experiment(cfg: DictConfig) -> ExperimentConfig:
     """Turn a composed config into validated dataclasses (runs every ``__post_init__`` check)."""

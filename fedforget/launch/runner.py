@@ -131,10 +131,15 @@ def absolute_overrides(overrides: Sequence[str]) -> list[str]:
     return result
 
 
+def launch_overrides(overrides: Sequence[str]) -> list[str]:
+    """The overrides a run carries: paths made absolute here, the workspace's defaults for what is not given
+    (``configs.compose``)."""
+    return default_path_overrides(absolute_overrides(overrides))
+
+
 def load_for_launch(experiment: str, overrides: Sequence[str]) -> tuple[ExperimentConfig, list[str]]:
-    """The experiment as the run's ServerApp and ClientApps will compose it, and the overrides that say so:
-    paths made absolute here, the workspace's defaults for what is not given (``configs.compose``)."""
-    overrides = default_path_overrides(absolute_overrides(overrides))
+    """The experiment as the run's ServerApp and ClientApps will compose it, and the overrides that say so."""
+    overrides = launch_overrides(overrides)
     return anchor_paths(load_experiment(experiment, overrides)), overrides
 
 
@@ -273,7 +278,7 @@ def run_all(request: RunRequest, multirun: bool) -> list[Path]:
     """
     given = {o.split("=", 1)[0] for o in request.overrides}
     plain = _plain_overrides(request.overrides)
-    overrides = default_path_overrides(absolute_overrides(plain))
+    overrides = launch_overrides(plain)
     launch = compose_for_launch(request.experiment, overrides)  # the one composition of a single run
     declared = [o for o in launch.declared_sweep if o.split("=", 1)[0] not in given]
     if not (multirun or declared):

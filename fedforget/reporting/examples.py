@@ -51,11 +51,17 @@ def write_examples(run_dir: Path, examples: Mapping[str, SiteExample], notes: Se
 def add_models(run_dir: Path, reconstructions: Mapping[str, Mapping[str, np.ndarray]]) -> None:
     """Add models' reconstructions (site -> model -> image) to the sites' kept examples."""
     index = read_index(run_dir)
-    examples = {site: read_example(run_dir, site) for site in index["sites"]}
+    examples = read_examples(run_dir, index)
     for site, images in reconstructions.items():
         if site in examples:
             examples[site].reconstructions.update(images)
     write_examples(run_dir, examples, index["notes"])
+
+
+def read_examples(run_dir: Path, index: Mapping[str, Any] | None = None) -> dict[str, SiteExample]:
+    """Every site's kept example, in the index's order (``index``: the one already read)."""
+    index = read_index(run_dir) if index is None else index
+    return {site: _load(run_dir, entry) for site, entry in index["sites"].items()}
 
 
 def read_example(run_dir: Path, site: str) -> SiteExample:
@@ -64,7 +70,10 @@ def read_example(run_dir: Path, site: str) -> SiteExample:
     Raises:
         KeyError: the run folder kept no example of ``site``.
     """
-    entry = read_index(run_dir)["sites"][site]
+    return _load(run_dir, read_index(run_dir)["sites"][site])
+
+
+def _load(run_dir: Path, entry: Mapping[str, Any]) -> SiteExample:
     with np.load(examples_dir(run_dir) / entry["file"]) as arrays:
         models = {name: arrays[f"model_{i}"] for i, name in enumerate(entry["models"])}
         return SiteExample(arrays["ground_truth"], arrays["zero_filled"], arrays["sampled_columns"], models)

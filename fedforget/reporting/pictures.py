@@ -19,7 +19,7 @@ from fedforget.configs.schema import LESION, ORACLE, ORIGINAL, TRAINING_PHASES, 
 from fedforget.learning.examples import SiteExample
 from fedforget.recon.poison import columns_on_image_grid, hallucinable_pattern, poison_pattern
 from fedforget.reporting.costs import frontier_points
-from fedforget.reporting.examples import INDEX, examples_dir, read_example, read_index
+from fedforget.reporting.examples import INDEX, examples_dir, read_examples, read_index
 from fedforget.reporting.figures import frontier_chart, method_comparison_chart, reconstruction_grid
 from fedforget.reporting.hallucination import HallucinationRow, hallucination_grid
 from fedforget.reporting.tensorboard import Boards
@@ -69,8 +69,7 @@ def render_figures(cfg: ExperimentConfig, run_dir: Path, results: Mapping[str, A
                 "it was written by a fedforget older than the examples"]
     index = read_index(run_dir)
     rows = []
-    for site in index["sites"]:
-        example = read_example(run_dir, site)
+    for site, example in read_examples(run_dir, index).items():
         info = results["sites"][site]
         region = marked_region(cfg, example.ground_truth, example.reconstructions)
         reconstruction_grid(figures / f"recon_{site}.png", f"{site} ({info['role']} site, {info['anatomy']}), "
