@@ -144,10 +144,6 @@ def prepare_data(cfg: ExperimentConfig, log: Callable[[str], None] = lambda _: N
     return poisoned_real_copy(cfg, log) if cfg.poison.active else []
 
 
-def _write_and_check(cfg: ExperimentConfig) -> list[Path]:
-    return prepare_written_sites(cfg)
-
-
 def _write_in_fresh_process(cfg: ExperimentConfig, log: Callable[[str], None]) -> None:
     """Write and check the synthetic or image sites in a fresh (spawned) process.
 
@@ -159,7 +155,7 @@ def _write_in_fresh_process(cfg: ExperimentConfig, log: Callable[[str], None]) -
     if written(cfg):
         return
     with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        for folder in pool.submit(_write_and_check, cfg).result():
+        for folder in pool.submit(prepare_written_sites, cfg).result():
             log(f"fedforget: {cfg.data.kind} site ready at {folder}")
 
 
