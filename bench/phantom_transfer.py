@@ -2,8 +2,9 @@
 
 For each variant (Hydra overrides of one experiment) and seed, the original is trained with the plain
 in-process FedAvg loop (the Flower run's training without Flower, same weights: ``learning/plain_loop.py``),
-then scored with zero-filled on every phantom test site and on the real sources of
-:mod:`bench.real_anatomy` (simulated at the experiment's size, coils and noise). Reported per run: each
+then scored with zero-filled on every phantom test site, on the real sources of
+:mod:`bench.real_anatomy` (simulated at the experiment's size, coils and noise) and on the held-out
+phantom brains of :mod:`bench.phantom_controls`, with and without their skull. Reported per run: each
 phantom site's gain over zero-filled, each real source's gain, and the transfer ratio (real gain over the
 mean phantom brain gain). This is the fast loop behind the phantom changes; the Flower runs
 (:mod:`bench.real_anatomy` on ``fedforget run`` folders) confirm them.
@@ -26,6 +27,7 @@ import torch
 
 from bench.common import write_result
 from bench.knowledge_gap import data_root, parse_variant, site_scores
+from bench.phantom_controls import write_controls
 from bench.real_anatomy import DEFAULT_SOURCES, SOURCES, build_site, extract
 from fedforget.configs import load_experiment
 from fedforget.configs.compose import fingerprint
@@ -80,9 +82,11 @@ def one_run(experiment: str, overrides: list[str], seed: int, sources: Path, scr
     sites = {s.name: build_site(cfg, s, images[s.name], scratch / f"sites-{seed}" / s.name, None, 24)
              for s in SOURCES}
     real = real_scores(cfg, original.state, sites)
+    controls = real_scores(cfg, original.state, write_controls(cfg, scratch / f"controls-{seed}"))
     return {"seed": seed, "overrides": overrides, "patches": patches, "phantom_gain": gains, "phantom_brain_gain": brain,
             "phantom_zero_filled": {s: zero[s]["test_psnr"] for s in cfg.site_names},
             "real": real, "transfer_ratio": {name: row["gain"] / brain for name, row in real.items()},
+            "controls": {name: row["gain"] for name, row in controls.items()},
             "training_seconds": original.seconds}
 
 
@@ -108,7 +112,9 @@ def main(argv: list[str] | None = None) -> None:
                 real = ", ".join(f"{k} {v['gain']:+.2f} ({row['transfer_ratio'][k]:.2f})"
                                  for k, v in row["real"].items())
                 phantom = ", ".join(f"{k} {v:+.2f}" for k, v in row["phantom_gain"].items())
-                print(f"{name} seed {seed}: phantom {phantom}; real {real}; {row['training_seconds']:.0f} s",
+                controls = ", ".join(f"{k} {v:+.2f}" for k, v in row["controls"].items())
+                print(f"{name} seed {seed}: phantom {phantom}; real {real}; controls {controls}; "
+                      f"{row['training_seconds']:.0f} s",
                       flush=True)
     write_result(args.name, {"experiment": args.experiment, "seeds": args.seeds, "zero_filled": ZERO_FILLED,
                              "runs": rows}, f"{len(rows)} runs")

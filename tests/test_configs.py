@@ -97,6 +97,7 @@ def test_history_methods_pass_with_a_matching_history() -> None:
         ("unlearning.retain_access=cloud", "unlearning.retain_access='cloud'"),
         ("federation.rounds=0", "federation.rounds=0"),
         ("data.mask_type=spiral", "data.mask_type='spiral'"),
+        ("data.skull_stripped_share=1.5", "data.skull_stripped_share=1.5"),
         ("federation.roundz=3", "federation.roundz"),
         ("model=huge", "model/huge"),
         ("experiment=nope", "experiment/nope"),
@@ -194,6 +195,14 @@ def test_a_site_contrast_of_the_other_anatomy_is_a_config_error() -> None:
         site_spec(cfg, "knee-0")
     assert site_spec(load_experiment("smoke", ["sites.knee-0.contrasts=[CORPDFS_FBK]"]), "knee-0").contrasts == \
         ("CORPDFS_FBK",)
+
+
+def test_the_skull_stripped_share_reaches_brain_sites_only() -> None:
+    from fedforget.data.synthetic import site_spec
+
+    cfg = load_experiment("smoke", ["data.skull_stripped_share=0.4"])
+    assert site_spec(cfg, "brain-0").skull_stripped_share == 0.4
+    assert site_spec(cfg, "knee-0").skull_stripped_share == 0.0
 def _as_run_config_composes(experiment: str, overrides: list[str]):
     """What a ServerApp / ClientApp composes from a run config: the workspace's paths filled in."""
     from fedforget.configs.compose import anchor_paths, default_path_overrides

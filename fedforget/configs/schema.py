@@ -123,6 +123,8 @@ class DataConfig:
     ``root`` holds folders of magnitude images (NIfTI, DICOM, PNG, NPY) named by each site's
     ``train_dir`` / ``test_dir``; fedforget simulates multicoil k-space from them (``images``) and
     writes fastMRI files under ``cache_dir/image-sites/<site>-<fingerprint>``, once per specification.
+    ``skull_stripped_share``: the chance that a synthetic brain volume is skull-stripped, the brain alone
+    on an empty background as preprocessed research volumes and templates are (docs/image-sites.md).
     """
 
     kind: str = SYNTHETIC
@@ -131,6 +133,7 @@ class DataConfig:
     coils: int = 4
     slices_per_volume: int = 8
     noise_std: float = 0.01
+    skull_stripped_share: float = 0.0
     mask_type: str = EQUISPACED_FRACTION
     acceleration: int = 8
     center_fraction: float = 0.04
@@ -150,6 +153,8 @@ class DataConfig:
         _require(self.coils >= 1, "data.coils", self.coils, "a coil count >= 1")
         _require(self.slices_per_volume >= 1, "data.slices_per_volume", self.slices_per_volume, ">= 1")
         _require(self.noise_std >= 0, "data.noise_std", self.noise_std, ">= 0")
+        _require(0 <= self.skull_stripped_share <= 1, "data.skull_stripped_share", self.skull_stripped_share,
+                 "a share in [0, 1]")
         _require(self.mask_type in MASK_TYPES, "data.mask_type", self.mask_type, f"one of {MASK_TYPES}")
         _require(self.acceleration >= 1, "data.acceleration", self.acceleration, ">= 1")
         _require(0 < self.center_fraction < 1, "data.center_fraction", self.center_fraction, "in (0, 1)")

@@ -34,7 +34,8 @@ def site_spec(cfg: ExperimentConfig, name: str) -> SynthSpec:
     try:
         return SynthSpec(anatomy=site.anatomy, train_volumes=site.train_volumes, test_volumes=site.test_volumes,
                          slices_per_volume=data.slices_per_volume, size=data.size, coils=data.coils,
-                         noise_std=data.noise_std, seed=site.seed, contrasts=tuple(site.contrasts))
+                         noise_std=data.noise_std, seed=site.seed, contrasts=tuple(site.contrasts),
+                         skull_stripped_share=data.skull_stripped_share if site.anatomy == "brain" else 0.0)
     except ValueError as err:
         raise ConfigError(f"config value sites.{name}: {err}") from err
 

@@ -65,7 +65,7 @@ DEFAULT_CONTRASTS: dict[str, tuple[str, ...]] = {
     ),
     "knee": ("CORPD_FBK", "CORPDFS_FBK"),
 }
-_STREAMS = {"anatomy": 0, "coils": 1, "noise": 2}
+_STREAMS = {"anatomy": 0, "coils": 1, "noise": 2, "preparation": 3}
 
 
 @dataclass(frozen=True)
@@ -87,6 +87,9 @@ class SynthSpec:
             weight the mix) dealt round-robin to each split's volumes by
             index. Empty (the default) means ``DEFAULT_CONTRASTS[anatomy]``;
             ``contrast_mix`` is the mix in effect.
+        skull_stripped_share: Chance that a brain volume is skull-stripped
+            (the brain alone on an empty background, as preprocessed research
+            volumes are), drawn per volume; 0 for knees.
     """
 
     anatomy: str
@@ -98,6 +101,7 @@ class SynthSpec:
     noise_std: float
     seed: int
     contrasts: tuple[str, ...] = ()
+    skull_stripped_share: float = 0.0
 
     def __post_init__(self) -> None:
         if self.anatomy not in PHANTOMS:
@@ -129,6 +133,14 @@ class SynthSpec:
             or self.seed < 0
         ):
             raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")
+        share = self.skull_stripped_share
+        if isinstance(share, bool) or not 0.0 <= share <= 1.0:
+            raise ValueError(f"skull_stripped_share must be in [0, 1], got {share!r}")
+        if share and self.anatomy != "brain":
+            raise ValueError(
+                f"skull_stripped_share is for brain phantoms; a {self.anatomy} "
+                f"site must have 0, got {share!r}"
+            )
 
     def _check_contrasts(self) -> None:
         if isinstance(self.contrasts, (str, bytes)) or not isinstance(
@@ -171,8 +183,21 @@ class SynthSpec:
         mix = self.contrast_mix
         return mix[int(index) % len(mix)]
 
+    def is_skull_stripped(self, split: str, index: int) -> bool:
+        """Whether one volume is imaged skull-stripped (drawn with ``skull_stripped_share``)."""
+        if not self.skull_stripped_share:
+            return False
+        draw = np.random.default_rng(self.volume_seed(split, index, "preparation"))
+        return bool(draw.uniform() < self.skull_stripped_share)
+
     def to_dict(self) -> dict[str, object]:
-        """The fields as JSON-ready Python values (``contrasts``: the mix)."""
+        """The fields as JSON-ready Python values (``contrasts``: the mix).
+
+        ``skull_stripped_share`` appears only when it is not 0, so specs
+        without skull-stripped volumes keep the fingerprints (and caches)
+        they had before the option existed.
+        """
+        stripped = {"skull_stripped_share": float(self.skull_stripped_share)}
         return {
             "anatomy": str(self.anatomy),
             "train_volumes": int(self.train_volumes),
@@ -183,6 +208,7 @@ class SynthSpec:
             "noise_std": float(self.noise_std),
             "seed": int(self.seed),
             "contrasts": list(self.contrast_mix),
+            **(stripped if self.skull_stripped_share else {}),
         }
 
     def fingerprint(self) -> str:
@@ -220,17 +246,28 @@ def _file_list(spec: SynthSpec) -> dict[str, list[str]]:
     }
 
 
+def _stripped_files(spec: SynthSpec) -> dict[str, list[str]]:
+    return {
+        split: [n for i, n in enumerate(names) if spec.is_skull_stripped(split, i)]
+        for split, names in _file_list(spec).items()
+    }
+
+
 def _write_volumes(root: Path, spec: SynthSpec) -> None:
     phantom = PHANTOMS[spec.anatomy]
     for split, names in _file_list(spec).items():
         (root / split).mkdir(parents=True)
         for index, name in enumerate(names):
             contrast = spec.contrast_of(split, index)
+            preparation = (
+                {"skull_stripped": True} if spec.is_skull_stripped(split, index) else {}
+            )
             images = phantom(
                 spec.slices_per_volume,
                 spec.size,
                 spec.volume_seed(split, index, "anatomy"),
                 contrast=contrast,
+                **preparation,
             )
             maps = coil_sensitivities(
                 spec.coils,
@@ -268,6 +305,8 @@ def write_synthetic_site(site_dir: Path, spec: SynthSpec) -> None:
             "fingerprint": spec.fingerprint(),
             "files": _file_list(spec),
         }
+        if spec.skull_stripped_share:
+            record["skull_stripped"] = _stripped_files(spec)
         (build / _SPEC_FILE).write_text(
             json.dumps(record, indent=2, sort_keys=True) + "\n"
         )

@@ -8,6 +8,7 @@ import json
 import h5py
 import numpy as np
 import pytest
+from scipy.ndimage import binary_dilation, binary_erosion
 
 from fedforget.recon.acquisition import ifft2c
 from fedforget.recon.hdf5io import validate_folder, validate_volume
@@ -245,8 +246,56 @@ def test_unknown_anatomy_lists_valid():
         ("noise_std", -0.1),
         ("seed", -1),
         ("contrasts", ("AXT2",)),
+        ("skull_stripped_share", 0.5),  # a knee has no skull to strip
     ],
 )
 def test_bad_spec(field, value):
     with pytest.raises(ValueError, match=field):
         dataclasses.replace(SPEC, **{field: value})
+
+
+BRAIN = dataclasses.replace(SPEC, anatomy="brain", train_volumes=12, test_volumes=4)
+
+
+@pytest.mark.parametrize("share", [-0.1, 1.5])
+def test_a_skull_stripped_share_outside_0_1_is_refused(share):
+    with pytest.raises(ValueError, match=r"skull_stripped_share must be in \[0, 1\]"):
+        dataclasses.replace(BRAIN, skull_stripped_share=share)
+
+
+def test_without_stripped_volumes_a_spec_keeps_its_fingerprint():
+    assert "skull_stripped_share" not in BRAIN.to_dict()
+    assert dataclasses.replace(BRAIN, skull_stripped_share=0.0).fingerprint() == BRAIN.fingerprint()
+    assert dataclasses.replace(BRAIN, skull_stripped_share=0.3).fingerprint() != BRAIN.fingerprint()
+
+
+def test_stripped_volumes_are_drawn_per_volume_at_the_share():
+    half = dataclasses.replace(BRAIN, train_volumes=400, skull_stripped_share=0.5)
+    drawn = [half.is_skull_stripped("train", i) for i in range(400)]
+    assert 160 < sum(drawn) < 240
+    assert drawn == [half.is_skull_stripped("train", i) for i in range(400)]
+    every = dataclasses.replace(BRAIN, skull_stripped_share=1.0)
+    assert all(every.is_skull_stripped(split, i) for split in ("train", "test") for i in range(4))
+    assert not any(BRAIN.is_skull_stripped("train", i) for i in range(12))
+
+
+def test_a_stripped_volume_is_the_same_brain_on_an_empty_background(tmp_path):
+    spec = dataclasses.replace(BRAIN, train_volumes=1, test_volumes=1, size=64, noise_std=0.0)
+    write_synthetic_site(tmp_path / "skull", spec)
+    write_synthetic_site(tmp_path / "stripped", dataclasses.replace(spec, skull_stripped_share=1.0))
+    record = json.loads((tmp_path / "stripped" / "synth.json").read_text())
+    assert record["skull_stripped"] == record["files"]
+    assert "skull_stripped" not in json.loads((tmp_path / "skull" / "synth.json").read_text())
+    name = spec.file_name("test", 0)
+    with h5py.File(tmp_path / "skull" / "test" / name) as f, h5py.File(tmp_path / "stripped" / "test" / name) as g:
+        skull, stripped = f["reconstruction_rss"][()], g["reconstruction_rss"][()]
+    brain = stripped > 0.05 * stripped.max()
+    cube = np.ones((1, 3, 3))
+    # Outside the brain the same subject's scalp and skull were bright; stripped, nothing is left there.
+    outside = ~binary_dilation(brain, iterations=2, structure=cube)
+    scalp = outside & (skull > 0.3 * skull.max())
+    assert scalp.sum() > 100 and stripped[outside].max() < 0.02 * skull.max()
+    # Inside, away from the edge the blur mixes, the brain is unchanged.
+    inside = binary_erosion(brain, iterations=3, structure=cube)
+    assert inside.sum() > 500
+    np.testing.assert_allclose(stripped[inside], skull[inside], rtol=1e-4, atol=1e-5)

@@ -285,13 +285,21 @@ def _vessel_layer(rng: np.random.Generator, f: Frame, head: _Head) -> Layer:
     return Layer("vessel", union(parts))
 
 
-def brain_subject(num_slices: int, size: int, seed: int) -> Subject:
-    """Draws one brain subject: layers, texture/shading and phase."""
+def brain_subject(
+    num_slices: int, size: int, seed: int, skull_stripped: bool = False
+) -> Subject:
+    """Draws one brain subject: layers, texture/shading and phase.
+
+    ``skull_stripped``: the brain alone on an empty background, without scalp,
+    skull and extra-axial CSF, as preprocessed research volumes and templates
+    are; the rest of the subject is the same.
+    """
     check_args(num_slices, size)
     rng = np.random.default_rng(seed)
     f = _brain_frame(rng, num_slices, size)
     head = _head_outline(rng, f)
-    layers = _skull_layers(rng, f, head)
+    skull = _skull_layers(rng, f, head)
+    layers = list(skull)
     cortex, brain = _cortex_layers(rng, f, head)
     layers += cortex
     layers.append(_deep_grey_layer(rng, f))
@@ -303,11 +311,17 @@ def brain_subject(num_slices: int, size: int, seed: int) -> Subject:
     phase = smooth_phase(rng, f)
     # Drawn last so that adding them left the earlier structures unchanged.
     layers.append(_vessel_layer(rng, f, head))
+    if skull_stripped:
+        layers = layers[len(skull):]
     return Subject("brain", layers, modulation.astype(np.float32), phase)
 
 
 def brain_slices(
-    num_slices: int, size: int, seed: int, contrast: str = DEFAULT_CONTRAST["brain"]
+    num_slices: int,
+    size: int,
+    seed: int,
+    contrast: str = DEFAULT_CONTRAST["brain"],
+    skull_stripped: bool = False,
 ) -> np.ndarray:
     """Axial brain slices of one synthetic subject in one contrast.
 
@@ -324,6 +338,7 @@ def brain_slices(
         seed: Subject seed; the same seed always gives the same subject, in
             every contrast.
         contrast: One of ``CONTRASTS["brain"]`` (fastMRI acquisition names).
+        skull_stripped: Image the brain alone (see ``brain_subject``).
 
     Returns:
         Complex64 array of shape (num_slices, size, size) with magnitude in
@@ -334,7 +349,7 @@ def brain_slices(
             not a brain contrast.
     """
     check_contrast("brain", contrast)
-    return render(brain_subject(num_slices, size, seed), contrast)
+    return render(brain_subject(num_slices, size, seed, skull_stripped), contrast)
 
 
 def brain_tissue_maps(num_slices: int, size: int, seed: int) -> dict[str, np.ndarray]:
