@@ -18,7 +18,9 @@ from __future__ import annotations
 import argparse
 import ast
 import importlib
+import shlex
 import statistics
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -116,7 +118,10 @@ def main(argv: list[str] | None = None) -> None:
                 print(f"{name} seed {seed}: phantom {phantom}; real {real}; controls {controls}; "
                       f"{row['training_seconds']:.0f} s",
                       flush=True)
-    write_result(args.name, {"experiment": args.experiment, "seeds": args.seeds, "zero_filled": ZERO_FILLED,
+    given = sys.argv[1:] if argv is None else argv
+    command = " ".join(["python -m bench.phantom_transfer", *map(shlex.quote, given)])
+    write_result(args.name, {"command": command, "experiment": args.experiment, "seeds": args.seeds,
+                             "zero_filled": ZERO_FILLED,
                              "runs": rows}, f"{len(rows)} runs")
 
 

@@ -56,6 +56,9 @@ def test_the_summary_is_each_models_gain_and_the_stripping_effect_per_run() -> N
 
 def test_a_run_folders_models_are_scored_against_zero_filled(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(phantom_controls, "SUBJECTS", 1)
+    results = tmp_path / "bench" / "results"
+    results.mkdir(parents=True)
+    monkeypatch.setattr(phantom_controls, "RESULTS", results)
     monkeypatch.setattr(phantom_controls, "write_result",
                         lambda name, payload, summary: (tmp_path / f"{name}.json").write_text(json.dumps(payload)))
     cfg = load_experiment("smoke", ["model=tiny"])
@@ -71,3 +74,25 @@ def test_a_run_folders_models_are_scored_against_zero_filled(tmp_path: Path, mon
     # Two untrained models: their own scores, not one copied into the other.
     assert gains[ORIGINAL] != gains[ORACLE]
     assert all(np.isfinite(v) for v in gains[ORIGINAL].values())
+    assert [Path(f).name for f in record["figures"]] == ["phantom_controls-axt1-with-skull.png",
+                                                        "phantom_controls-axt1-skull-stripped.png"]
+    assert all((tmp_path / f).stat().st_size > 10_000 for f in record["figures"])
+
+
+def test_the_matched_ratio_divides_each_real_gain_by_the_same_runs_phantom_gain() -> None:
+    def controls(run: str, t1: float) -> dict:
+        gains = {f"{c} {p}": 4.0 for c in CONTRASTS["brain"] for p in phantom_controls.PREPARATIONS}
+        gains["AXT1 skull-stripped"] = t1
+        return {"run": run, "gains": {ORIGINAL: gains, ORACLE: gains}}
+
+    def scored(run: str, gain: float) -> dict:
+        return {"run": run, "scores": {"mni152-t1": {ORIGINAL: {"gain": gain}, ORACLE: {"gain": gain}}}}
+
+    per_run = [controls("/runs/a", 2.0), controls("/runs/b", 3.0)]
+    real = {"runs": [scored("/runs/b", 1.5), scored("/runs/a", 2.0)]}  # paired by run folder, not by order
+    assert phantom_controls.same_runs(per_run, real)
+    ratios = phantom_controls.matched_ratios(per_run, real)["mni152-t1"][ORIGINAL]
+    assert ratios["skull-stripped"]["values"] == [1.0, 0.5]
+    assert ratios["with skull"]["values"] == [0.5, 0.375]
+    assert ratios["skull-stripped"]["contrast"] == "AXT1"
+    assert not phantom_controls.same_runs(per_run, {"runs": [scored("/runs/a", 2.0)]})
