@@ -6,10 +6,13 @@ import datetime as dt
 import json
 import os
 import platform
+import statistics
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from fedforget.learning.intervals import mean_interval
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -37,3 +40,9 @@ def write_result(name: str, payload: dict[str, Any], summary: str) -> Path:
     path.write_text(json.dumps(record, indent=2) + "\n")
     print(f"{name}: {summary}  ->  {path}")
     return path
+
+
+def spread(values: list[float]) -> dict[str, Any]:
+    """Values over runs (seeds) with their mean and 95 % t-interval (None for fewer than two)."""
+    interval = mean_interval(values)
+    return {"mean": statistics.fmean(values), "ci": list(interval) if interval else None, "values": list(values)}

@@ -14,18 +14,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from bench.common import RESULTS, write_result
-from fedforget.configs.schema import ORACLE, ORIGINAL, ExperimentConfig
-from fedforget.learning.intervals import mean_interval
+from bench.common import RESULTS, spread, write_result
+from fedforget.configs.atomic import swap_dir
+from fedforget.configs.schema import ORACLE, ORIGINAL, DataConfig, ExperimentConfig
 from fedforget.learning.scoring import (
     LoadedModel,
     MaskSetting,
@@ -49,50 +48,58 @@ SUBJECT_SEED = 9_000_000  # far above any site's subject seeds
 MATCHED_CONTRAST = {"mni152-t1": "AXT1", "head-t1-coronal": "AXT1", "brain-b0-epi": "AXT2"}
 
 
-def write_controls(cfg: ExperimentConfig, root: Path) -> dict[str, Path]:
-    """One folder of fastMRI files per contrast and preparation: the same subjects in each."""
-    folders = {}
+def write_controls(cfg: ExperimentConfig, scratch: Path) -> dict[str, Path]:
+    """One folder of fastMRI files per contrast and preparation: the same subjects in each. Written once per
+    acquisition setting under ``scratch`` (the files depend on nothing else)."""
+    data = cfg.data
+    root = scratch / f"controls-{data.size}px-{data.coils}coils-{data.slices_per_volume}slices-{data.noise_std:g}"
+    if not root.is_dir():
+        _write_controls(data, root)
+    return {f"{contrast} {preparation}": root / _folder(contrast, preparation)
+            for contrast in CONTRASTS["brain"] for preparation in PREPARATIONS}
+
+
+def _folder(contrast: str, preparation: str) -> str:
+    return f"{contrast}-{preparation.replace(' ', '-')}"
+
+
+def _write_controls(data: DataConfig, root: Path) -> None:
+    """Written beside ``root`` and renamed into place, so a folder that is there is complete."""
+    build = root.with_name(root.name + ".build")
     for contrast in CONTRASTS["brain"]:
         for preparation, stripped in PREPARATIONS.items():
-            folder = root / f"{contrast}-{preparation.replace(' ', '-')}"
-            folder.mkdir(parents=True, exist_ok=True)
+            folder = build / _folder(contrast, preparation)
+            folder.mkdir(parents=True)
             for index in range(SUBJECTS):
                 seed = SUBJECT_SEED + index
-                images = brain_slices(cfg.data.slices_per_volume, cfg.data.size, seed, contrast, stripped)
-                maps = coil_sensitivities(cfg.data.coils, (cfg.data.size, cfg.data.size), seed)
-                acq = acquire(images, maps, cfg.data.noise_std, seed)
+                images = brain_slices(data.slices_per_volume, data.size, seed, contrast, stripped)
+                maps = coil_sensitivities(data.coils, (data.size, data.size), seed)
+                acq = acquire(images, maps, data.noise_std, seed)
                 write_multicoil_volume(folder / f"control_{contrast}_{index:02d}.h5", acq.kspace, acq.target,
                                        patient_id=f"control-{index}", acquisition=contrast)
-            folders[f"{contrast} {preparation}"] = folder
-    return folders
+    swap_dir(build, root)
 
 
-def control_gains(score: Callable[[Path], tuple[float, float]], folders: dict[str, Path]) -> dict[str, float]:
-    """Gain over zero-filled (dB) per control; ``score`` gives (model PSNR, zero-filled PSNR) of a folder."""
+def checkpoint_gains(loaded: LoadedModel, mask: MaskSetting, folders: dict[str, Path]) -> dict[str, float]:
+    """A model's gain over zero-filled (dB) on each control, under the same masks."""
     gains = {}
     for name, folder in folders.items():
-        model, zero = score(folder)
-        gains[name] = model - zero
+        score = score_checkpoint(loaded, open_folder(folder, mask), folder, mask, torch.device("cpu"))
+        gains[name] = score.model.metrics.psnr - score.zero_filled.metrics.psnr
     return gains
 
 
-def checkpoint_scorer(loaded: LoadedModel, mask: MaskSetting) -> Callable[[Path], tuple[float, float]]:
-    def score(folder: Path) -> tuple[float, float]:
-        result = score_checkpoint(loaded, open_folder(folder, mask), folder, mask, torch.device("cpu"))
-        return result.model.metrics.psnr, result.zero_filled.metrics.psnr
-    return score
-
-
-def example_figures(run: Path, folders: dict[str, Path], mask: MaskSetting, contrast: str) -> list[str]:
+def example_figures(run: Path, models: dict[str, LoadedModel], folders: dict[str, Path], mask: MaskSetting,
+                    contrast: str) -> list[str]:
     """One subject's middle slice in ``contrast``, with and without its skull: ground truth, zero-filled and
     each model, written beside the JSON."""
     paths = []
     for preparation in PREPARATIONS:
         dataset = open_folder(folders[f"{contrast} {preparation}"], mask)
         images: dict[str, np.ndarray] = {}
-        for model in (ORIGINAL, ORACLE):
-            example = example_slice(load_varnet(run / "checkpoints" / f"{model}.pt"), dataset, torch.device("cpu"))
-            images[model] = example.recon
+        for name, loaded in models.items():
+            example = example_slice(loaded, dataset, torch.device("cpu"))
+            images[name] = example.recon
         path = RESULTS / f"{NAME}-{contrast.lower()}-{preparation.replace(' ', '-')}.png"
         reconstruction_grid(path, f"held-out phantom, {contrast}, {preparation} ({run.name})",
                             example.ground_truth, example.zero_filled, images)
@@ -107,12 +114,11 @@ def summarise(per_run: Sequence[dict[str, Any]]) -> dict[str, Any]:
         rows = {}
         for control in per_run[0]["gains"][model]:
             values = [run["gains"][model][control] for run in per_run]
-            rows[control] = {"mean": statistics.fmean(values), "ci": mean_interval(values), "values": values}
+            rows[control] = spread(values)
         for contrast in CONTRASTS["brain"]:
             values = [run["gains"][model][f"{contrast} skull-stripped"] - run["gains"][model][f"{contrast} with skull"]
                       for run in per_run]
-            rows[f"{contrast} stripped - with skull"] = {"mean": statistics.fmean(values),
-                                                         "ci": mean_interval(values), "values": values}
+            rows[f"{contrast} stripped - with skull"] = spread(values)
         summary[model] = rows
     return summary
 
@@ -130,9 +136,8 @@ def matched_ratios(per_run: Sequence[dict[str, Any]], real: dict[str, Any]) -> d
             for preparation in PREPARATIONS:
                 values = [scored["scores"][source][model]["gain"] / controls["gains"][model][f"{contrast} {preparation}"]
                           for controls, scored in runs]
-                ratios.setdefault(source, {}).setdefault(model, {})[preparation] = {
-                    "contrast": contrast, "mean": statistics.fmean(values), "ci": mean_interval(values),
-                    "values": values}
+                ratios.setdefault(source, {}).setdefault(model, {})[preparation] = {"contrast": contrast,
+                                                                                    **spread(values)}
     return ratios
 
 
@@ -155,13 +160,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         for run in args.runs:
             cfg = saved_experiment(run)
             mask = MaskSetting(cfg.data.mask_type, cfg.data.acceleration, cfg.data.center_fraction)
-            folders = write_controls(cfg, Path(scratch) / run.name)
-            gains = {model: control_gains(checkpoint_scorer(load_varnet(run / "checkpoints" / f"{model}.pt"),
-                                                            mask), folders)
-                     for model in (ORIGINAL, ORACLE)}
+            folders = write_controls(cfg, Path(scratch))
+            models = {model: load_varnet(run / "checkpoints" / f"{model}.pt") for model in (ORIGINAL, ORACLE)}
+            gains = {model: checkpoint_gains(loaded, mask, folders) for model, loaded in models.items()}
             per_run.append({"run": str(run), "seed": cfg.seed, "gains": gains})
             if not figures:
-                figures = example_figures(run, folders, mask, "AXT1")
+                figures = example_figures(run, models, folders, mask, "AXT1")
             print(run, {k: round(v, 2) for k, v in gains[ORIGINAL].items()}, flush=True)
     summary = summarise(per_run)
     real = json.loads(args.real.read_text()) if args.real.is_file() else {}

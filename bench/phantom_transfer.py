@@ -84,7 +84,7 @@ def one_run(experiment: str, overrides: list[str], seed: int, sources: Path, scr
     sites = {s.name: build_site(cfg, s, images[s.name], scratch / f"sites-{seed}" / s.name, None, 24)
              for s in SOURCES}
     real = real_scores(cfg, original.state, sites)
-    controls = real_scores(cfg, original.state, write_controls(cfg, scratch / f"controls-{seed}"))
+    controls = real_scores(cfg, original.state, write_controls(cfg, scratch))
     return {"seed": seed, "overrides": overrides, "patches": patches, "phantom_gain": gains, "phantom_brain_gain": brain,
             "phantom_zero_filled": {s: zero[s]["test_psnr"] for s in cfg.site_names},
             "real": real, "transfer_ratio": {name: row["gain"] / brain for name, row in real.items()},

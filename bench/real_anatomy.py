@@ -38,10 +38,9 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-from bench.common import RESULTS, write_result
+from bench.common import RESULTS, spread, write_result
 from fedforget.configs.schema import ORACLE, ORIGINAL, ExperimentConfig
 from fedforget.data.image_sites import ImageSiteSpec, write_image_site
-from fedforget.learning.intervals import mean_interval
 from fedforget.learning.scoring import MaskSetting, example_slice, load_varnet, open_folder, score_checkpoint
 from fedforget.recon.image_readers import read_volume
 from fedforget.recon.image_simulation import (
@@ -194,10 +193,7 @@ def summarise(per_run: Sequence[dict[str, Any]]) -> dict[str, Any]:
         for model in MODELS:
             row = {}
             for key in ("gain", "phantom_gain", "transfer_ratio", "psnr", "zero_filled_psnr"):
-                values = [run["scores"][source][model][key] for run in per_run]
-                interval = mean_interval(values)
-                row[key] = {"mean": float(np.mean(values)), "ci": list(interval) if interval else None,
-                            "values": values}
+                row[key] = spread([run["scores"][source][model][key] for run in per_run])
             summary.setdefault(source, {})[model] = row
     return summary
 
