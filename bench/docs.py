@@ -104,6 +104,12 @@ BENCHMARKS = (
      "Paired differences on both axes at defaults, and dominance along the trade-off curves (read in docs/results.md)."),
     ("real_anatomy", ("real_anatomy",), "Transfer to real anatomy",
      "A run's models on real MRI that installs offline, against their gain on the phantoms (read in docs/results.md)."),
+    ("real_training", ("real_training",), "Training on one real subject instead of phantoms",
+     "The run's model trained the run's way on one real subject, against the run's original, on another (read in "
+     "docs/results.md)."),
+    ("source_variants", ("source_variants",), "One property of a real image at a time",
+     "A run's original on a real source with one property changed: field of view, tissue intensities, fine "
+     "detail (read in docs/results.md)."),
     ("phantom_transfer", ("phantom_transfer",), "Phantom changes against real anatomy (plain loop)",
      "How a change to the phantoms moves the original's gain on real anatomy."),
     ("phantom_controls", ("phantom_controls",), "Phantom brains with and without their skull",
@@ -150,6 +156,8 @@ def results_page() -> str:
     parts += dominance_section()
     parts += real_anatomy_section()
     parts += phantom_controls_section()
+    parts += source_variants_section()
+    parts += real_training_section()
     parts += phantom_probe_section()
     return "\n".join(parts).rstrip() + "\n"
 
@@ -169,12 +177,13 @@ def real_anatomy_section() -> list[str]:
              f"Runs: `fedforget run experiment={record.get('experiment', '?')} seed=<s> --output-dir outputs/"
              f"{record.get('experiment', '?')}-seed<s>`. Command: `make anatomy-sources && {record['command']}`. "
              f"Measured {record['measured']}.", "",
-             "| source | model | gain on real | gain on phantom brain | transfer ratio | per seed |",
-             "|---|---|---|---|---|---|"]
+             "| source | skull | model | gain on real | gain on phantom brain | transfer ratio | per seed |",
+             "|---|---|---|---|---|---|---|"]
+    skull = {s["name"]: "with skull" if s.get("skull") else "stripped" for s in record["sources"]}
     for source, models in record["by_source"].items():
         for model, row in models.items():
             ratios = ", ".join(f"{v:.2f}" for v in row["transfer_ratio"]["values"])
-            lines.append(f"| {source} | {model} | {_signed(row['gain']['mean'], row['gain']['ci'])} | "
+            lines.append(f"| {source} | {skull[source]} | {model} | {_signed(row['gain']['mean'], row['gain']['ci'])} | "
                          f"{_signed(row['phantom_gain']['mean'], row['phantom_gain']['ci'])} | "
                          f"{_ratio(row['transfer_ratio'])} | {ratios} |")
     lines += ["", *[f"![{Path(f).stem}](../bench/results/{Path(f).name})" for f in record.get("figures", [])
@@ -190,8 +199,8 @@ def phantom_controls_section() -> list[str]:
         record = _load(path)
         if not lines:
             lines = ["## How much of the gap is the skull?", "",
-                     "The real sources above are all skull-stripped: the brain alone on an empty background. "
-                     f"Here the same {record['subjects']} held-out phantom subjects per contrast are scored once "
+                     "All real sources above but Colin27 are skull-stripped: the brain alone on an empty "
+                     f"background. Here the same {record['subjects']} held-out phantom subjects per contrast are scored once "
                      "as acquired (scalp, skull, extra-axial CSF) and once skull-stripped, at the run's size, coils "
                      "and noise. Gain over zero-filled (dB), mean [95 % t-interval] over the runs.", ""]
         lines += [f"Command: `{record['command']}`. Measured {record['measured']}. Source: `bench/results/"
@@ -206,6 +215,50 @@ def phantom_controls_section() -> list[str]:
                   *[f"![{Path(f).stem}](../{f})" for f in record.get("figures", [])
                     if (RESULTS.parent.parent / f).is_file()], ""]
     return lines
+
+
+def source_variants_section() -> list[str]:
+    """``bench/results/source_variants.json`` (``bench.source_variants``): one property of a real image at a time."""
+    path = RESULTS / "source_variants.json"
+    if not path.is_file():
+        return []
+    record = _load(path)
+    lines = ["## Which property of the real image does the model fail on?", "",
+             f"{record['source']['description']}, changed one property at a time and scored by each run's original "
+             "under the same masks and draws: padded (the head fills less of the field of view), tissue classes "
+             "(each foreground voxel set to the mean of its intensity class: geometry without texture or "
+             "histogram), blurred (one output pixel). Gain over zero-filled and change against the unchanged "
+             f"source, dB, mean [95 % t-interval] over {len(record['runs'])} runs.", "",
+             f"Command: `make anatomy-sources && {record['command']}`. Measured {record['measured']}.", "",
+             "| variant | gain | change | per run |", "|---|---|---|---|"]
+    for name, row in record["by_variant"].items():
+        lines.append(f"| {name} | {_signed(row['gain']['mean'], row['gain']['ci'])} | "
+                     f"{_signed(row['change']['mean'], row['change']['ci'])} | "
+                     + ", ".join(f"{v:+.2f}" for v in row["gain"]["values"]) + " |")
+    return lines + [""]
+
+
+def real_training_section() -> list[str]:
+    """``bench/results/real_training.json`` (``bench.real_training``): one real subject against the phantoms."""
+    path = RESULTS / "real_training.json"
+    if not path.is_file():
+        return []
+    record = _load(path)
+    lines = ["## Would training on a real subject transfer better than the phantoms?", "",
+             "The run's model, trained the run's way (same learning rate and schedule, local steps, and as many "
+             "site-steps) by the plain FedAvg loop on two image sites of *one* real subject, scored beside the "
+             "run's phantom-trained original on another real subject. Gain over zero-filled, dB, mean [95 % "
+             f"t-interval] over {len({r['seed'] for r in record['runs']})} seeds; the scored subjects were never "
+             "trained on (checked by SHA-256).", "",
+             f"Command: `make anatomy-sources && {record['command']}`. Measured {record['measured']}.", "",
+             "| trained on | scored on | real-trained | phantom-trained (run's original) | real - phantom |",
+             "|---|---|---|---|---|"]
+    for direction in record["directions"]:
+        for scored, row in record["summary_by_direction"].get(direction["name"], {}).items():
+            lines.append(f"| {' + '.join(dict.fromkeys(direction['train']))} | {scored} | "
+                         + " | ".join(_signed(row[k]["mean"], row[k]["ci"])
+                                      for k in ("real-trained", "phantom-trained", "real - phantom")) + " |")
+    return lines + [""]
 
 
 # Plain-loop probes of one phantom option, paired by seed (the same sites, streams and initial weights) against the

