@@ -137,7 +137,8 @@ def source_record(source: Source, sha256: str) -> dict[str, Any]:
     return source._asdict() | {"wheel": source.package, "sha256": sha256, "skull": source.name in SKULL_ON}
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """A file's SHA-256, hex: how the records name a subject (a source file) on both sides of the check."""
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
@@ -267,7 +268,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     mask = MaskSetting(cfg.data.mask_type, cfg.data.acceleration, cfg.data.center_fraction)
     with tempfile.TemporaryDirectory(prefix="real-anatomy-") as scratch:
         images = {s.name: extract(s, args.sources, Path(scratch) / "images") for s in SOURCES}
-        scored = {name: _sha256(path) for name, path in images.items()}
+        scored = {name: file_sha256(path) for name, path in images.items()}
         sites = {s.name: build_site(cfg, s, images[s.name], Path(scratch) / "sites" / s.name, args.snr,
                                     args.max_slices) for s in SOURCES}
         per_run = []

@@ -36,10 +36,10 @@ from bench.real_anatomy import (
     DEFAULT_SOURCES,
     DRAWS,
     SOURCES,
-    _sha256,
     build_site,
     check_disjoint,
     extract,
+    file_sha256,
     matched_snr,
 )
 from fedforget.configs import load_experiment
@@ -109,8 +109,8 @@ def one_direction(run: Path, direction: Direction, packages: Path, scratch: Path
     run_cfg = saved_experiment(run)
     root = scratch / f"{direction.name}-{run_cfg.seed}"
     images = stage_images(direction, packages, root)
-    trained_on = {source: _sha256(images[source]) for source in set(direction.train)}
-    scored = {source: _sha256(images[source]) for source in direction.scored}
+    trained_on = {source: file_sha256(images[source]) for source in set(direction.train)}
+    scored = {source: file_sha256(images[source]) for source in direction.scored}
     check_disjoint({"real training": {"files_sha256": list(trained_on.values()), "sources_sha256": []}}, scored)
     cfg = image_federation(run_cfg, direction, images, root)
     prepare_image_sites(cfg)

@@ -31,7 +31,7 @@ import torch
 from scipy import ndimage
 
 from bench.common import spread, write_result
-from bench.real_anatomy import DEFAULT_SOURCES, DRAWS, SOURCES, Source, _sha256, build_site, extract
+from bench.real_anatomy import DEFAULT_SOURCES, DRAWS, SOURCES, Source, build_site, extract, file_sha256
 from fedforget.configs.schema import ORIGINAL, ExperimentConfig
 from fedforget.learning.scoring import MaskSetting, load_varnet, open_folder, score_checkpoint
 from fedforget.recon.image_readers import read_volume
@@ -137,7 +137,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         images = write_variants(saved_experiment(args.runs[0]), source, image, Path(scratch) / "variants")
         per_run = [{"run": str(run), "seed": saved_experiment(run).seed,
                     "gains": score_variants(run, source, images, Path(scratch))} for run in args.runs]
-        digest = _sha256(image)
+        digest = file_sha256(image)
     summary = summarise(per_run)
     write_result(args.name, {"command": "python -m bench.source_variants " + " ".join(map(str, args.runs))
                              + (f" --source {args.source}" if args.source != "colin27-t1" else ""),

@@ -110,12 +110,12 @@ def test_a_subject_a_site_trained_on_is_refused_and_others_are_scored(tmp_path: 
     run.mkdir()
     (run / "audit.json").write_text(json.dumps({"data": {"sites": sites}}))
     trained = real_anatomy.trained_subjects(run)
-    digest = real_anatomy._sha256(tmp_path / "images" / "knee-0" / "train" / "subject-b.nii.gz")
+    digest = real_anatomy.file_sha256(tmp_path / "images" / "knee-0" / "train" / "subject-b.nii.gz")
     assert trained["knee-0"]["sources_sha256"] == [digest]
     assert trained["knee-0"]["kspace_source"] == "simulated_from_magnitude_images"
     with pytest.raises(ValueError, match="site knee-0 trained on"):
         real_anatomy.check_disjoint(trained, {"probe": digest})
-    unseen = real_anatomy._sha256(tmp_path / "images" / "brain-0" / "test" / "subject-c.nii.gz")
+    unseen = real_anatomy.file_sha256(tmp_path / "images" / "brain-0" / "test" / "subject-c.nii.gz")
     real_anatomy.check_disjoint(trained, {"probe": unseen})
 
 
@@ -177,9 +177,9 @@ def test_a_flower_run_on_image_sites_records_the_subjects_each_site_trained_on(t
     for site, subject in (("brain-0", "a"), ("knee-0", "b")):
         source = tmp_path / "images" / site / "train" / f"subject-{subject}.nii.gz"
         assert trained[site] == {**trained[site], "kspace_source": "simulated_from_magnitude_images",
-                                 "sources_sha256": [real_anatomy._sha256(source)]}
+                                 "sources_sha256": [real_anatomy.file_sha256(source)]}
     with pytest.raises(ValueError, match="site brain-0 trained on"):
-        real_anatomy.check_disjoint(trained, {"a": real_anatomy._sha256(
+        real_anatomy.check_disjoint(trained, {"a": real_anatomy.file_sha256(
             tmp_path / "images" / "brain-0" / "train" / "subject-a.nii.gz")})
 
 
