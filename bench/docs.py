@@ -128,6 +128,12 @@ def _load(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
+def _optional_result(name: str) -> dict[str, Any] | None:
+    """``bench/results/<name>.json``, or None where that benchmark has not been run (its section is left out)."""
+    path = RESULTS / f"{name}.json"
+    return _load(path) if path.is_file() else None
+
+
 def _seeds(summary: dict[str, Any]) -> str:
     counts = sorted({stats.get("n", 0) for group in summary.get("groups", {}).values()
                      for model in group.values() for stats in model.values() if isinstance(stats, dict)})
@@ -164,10 +170,9 @@ def results_page() -> str:
 
 def real_anatomy_section() -> list[str]:
     """``bench/results/real_anatomy.json`` (``bench.real_anatomy``): gains on real anatomy and transfer ratios."""
-    path = RESULTS / "real_anatomy.json"
-    if not path.is_file():
+    record = _optional_result("real_anatomy")
+    if record is None:
         return []
-    record = _load(path)
     runs = len(record["runs"])
     lines = ["## Does what the models learn on phantoms carry over to real anatomy?", "",
              "Each real source is simulated as an image site at the run's size, coil count and noise, and scored "
@@ -219,10 +224,9 @@ def phantom_controls_section() -> list[str]:
 
 def source_variants_section() -> list[str]:
     """``bench/results/source_variants.json`` (``bench.source_variants``): one property of a real image at a time."""
-    path = RESULTS / "source_variants.json"
-    if not path.is_file():
+    record = _optional_result("source_variants")
+    if record is None:
         return []
-    record = _load(path)
     lines = ["## Which property of the real image does the model fail on?", "",
              f"{record['source']['description']}, changed one property at a time and scored by each run's original "
              "under the same masks and draws: padded (the head fills less of the field of view), tissue classes "
@@ -240,10 +244,9 @@ def source_variants_section() -> list[str]:
 
 def real_training_section() -> list[str]:
     """``bench/results/real_training.json`` (``bench.real_training``): one real subject against the phantoms."""
-    path = RESULTS / "real_training.json"
-    if not path.is_file():
+    record = _optional_result("real_training")
+    if record is None:
         return []
-    record = _load(path)
     lines = ["## Would training on a real subject transfer better than the phantoms?", "",
              "The run's model, trained the run's way (same learning rate and schedule, local steps, and as many "
              "site-steps) by the plain FedAvg loop on two image sites of *one* real subject, scored beside the "
@@ -331,10 +334,9 @@ def _matched_ratio_table(ratios: dict[str, Any]) -> list[str]:
 
 def dominance_section() -> list[str]:
     """``bench/results/paper_methods_dominance.json`` (``bench.paper_methods``) as tables and a verdict."""
-    path = RESULTS / "paper_methods_dominance.json"
-    if not path.is_file():
+    record = _optional_result("paper_methods_dominance")
+    if record is None:
         return []
-    record = _load(path)
     lines = ["## Do the new methods or compositions dominate bad teacher and gradient surgery?", "",
              "Better on both axes at once: BTA - oracle higher (retain quality) and |KTA - oracle| smaller (closer "
              "to the retrained model on the forget site). At defaults: paired per-seed differences, candidate minus "

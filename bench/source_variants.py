@@ -31,11 +31,19 @@ import torch
 from scipy import ndimage
 
 from bench.common import spread, write_result
-from bench.real_anatomy import DEFAULT_SOURCES, DRAWS, SOURCES, Source, build_site, extract, file_sha256
+from bench.real_anatomy import (
+    DEFAULT_SOURCES,
+    DRAWS,
+    SOURCES,
+    Source,
+    build_site,
+    extract,
+    file_sha256,
+    scored_slices,
+    source_named,
+)
 from fedforget.configs.schema import ORIGINAL, ExperimentConfig
 from fedforget.learning.scoring import MaskSetting, load_varnet, open_folder, score_checkpoint
-from fedforget.recon.image_readers import read_volume
-from fedforget.recon.image_simulation import conform, foreground_fractions, select_slices
 from fedforget.reporting.rerender import saved_experiment
 
 NAME = "source_variants"
@@ -83,10 +91,8 @@ def write_variants(cfg: ExperimentConfig, source: Source, image: Path, scratch: 
 
     The slices are the ones :mod:`bench.real_anatomy` scores (enough foreground, at most 24, evenly spaced),
     chosen on the unchanged source, so that a variant that shrinks the foreground keeps the same slices."""
-    volume = read_volume(image, source.slice_axis)
-    kept = select_slices(foreground_fractions(conform(volume, cfg.data.size).images),
-                         cfg.data.images.min_foreground_fraction, MAX_SLICES)
-    slices = volume.slices[kept]
+    chosen = scored_slices(cfg, source, image, MAX_SLICES)
+    slices = chosen.volume.slices[chosen.kept]
     downsampling = max(slices.shape[1:]) / cfg.data.size
     paths = {}
     for name, change in VARIANTS.items():
@@ -131,7 +137,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--name", default=NAME)
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
-    source = next(s for s in SOURCES if s.name == args.source)
+    source = source_named(args.source)
     with tempfile.TemporaryDirectory(prefix="source-variants-") as scratch:
         image = extract(source, args.sources, Path(scratch) / "extracted")
         images = write_variants(saved_experiment(args.runs[0]), source, image, Path(scratch) / "variants")
